@@ -1,0 +1,1 @@
+"""Pure builders: CRDs, Job manifests, schedules, retention, staleness. No I/O."""

@@ -1,0 +1,1 @@
+"""Thin kopf handlers: validate with the models, call a service, patch status."""

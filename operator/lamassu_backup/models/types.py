@@ -1,0 +1,137 @@
+"""Typed scalar values used by the resource models: durations, cron schedules, quantities.
+
+They parse once, at the edge, so the rest of the code works with ``timedelta`` and validated
+strings instead of re-parsing text. Each carries the JSON schema the CRD needs, so the apiserver
+rejects the same bad input the models reject.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import timedelta
+from typing import Annotated, Any
+
+from croniter import croniter
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_RE = re.compile(r"^(?:[0-9]+[smhdw])+$")
+_DURATION_PART_RE = re.compile(r"([0-9]+)([smhdw])")
+DURATION_PATTERN = r"^([0-9]+[smhdw])+$"
+
+CRON_MACROS = (
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+)
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+( +\S+){4})$"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``90s``, ``30m``, ``1h30m``, ``90d``, ``2w`` into a timedelta.
+
+    Days and weeks are accepted (unlike Go's ``time.ParseDuration``) because retention and
+    recovery-point objectives are naturally written in days.
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a duration is a string such as '30m', '24h' or '90d'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    text = value.strip()
+    if not _DURATION_RE.match(text):
+        raise ValueError(
+            f"invalid duration {value!r}: use a number and a unit (s, m, h, d, w), "
+            "e.g. '30m' or '90d'"
+        )
+    seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta in the largest exact units, the inverse of :func:`parse_duration`."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts: list[str] = []
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if unit == "w" and seconds % size != 0:
+            continue  # weeks only when exact: '10d' reads better than '1w3d'
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def validate_cron(value: str) -> str:
+    """Accept 5-field cron or a macro such as ``@hourly``; seconds fields are refused."""
+    text = " ".join(value.split())
+    if text.startswith("@"):
+        if text not in CRON_MACROS:
+            raise ValueError(f"unknown cron macro {value!r}; use one of {', '.join(CRON_MACROS)}")
+        return text
+    if len(text.split(" ")) != 5:
+        raise ValueError(
+            f"invalid cron schedule {value!r}: five fields (minute hour day month weekday) "
+            "or a macro such as @hourly"
+        )
+    if not croniter.is_valid(text):
+        raise ValueError(f"invalid cron schedule {value!r}")
+    return text
+
+
+def validate_time_zone(value: str) -> str:
+    """Refuse time zones the operator could not compute schedules in."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as 'Etc/UTC'"
+        ) from exc
+    return value
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("a quantity is a number or a string such as '500m' or '256Mi'")
+    return str(value)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
+"""A duration written as ``30m``, ``24h``, ``90d``; held as a timedelta."""
+
+CronSchedule = Annotated[
+    str,
+    AfterValidator(validate_cron),
+    WithJsonSchema({"type": "string", "pattern": CRON_PATTERN}),
+]
+"""A 5-field cron expression or macro, validated with croniter."""
+
+TimeZone = Annotated[str, AfterValidator(validate_time_zone)]
+"""An IANA time zone name."""
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+        }
+    ),
+]
+"""A Kubernetes resource quantity (``1``, ``500m``, ``256Mi``)."""

@@ -1,0 +1,1 @@
+"""The code a backup, verification or restore Job runs inside its container."""

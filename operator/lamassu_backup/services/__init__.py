@@ -1,0 +1,1 @@
+"""Operator services: what the kopf handlers ask for (scheduling, tracking, retention, restore)."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the local platform use, when they are missing.
+# PostgreSQL 15 server (a private cluster per test session), GnuPG, zstd and lz4 (the runner's
+# compression stages), kubectl (the README's commands). Idempotent; quiet when all is present.
+set -euo pipefail
+
+need=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+command -v pg_dump >/dev/null || need+=(postgresql-client-15)
+command -v gpg >/dev/null || need+=(gnupg)
+command -v zstd >/dev/null || need+=(zstd)
+command -v lz4 >/dev/null || need+=(lz4)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v tar >/dev/null || need+=(tar)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+command -v kubectl >/dev/null || echo "note: kubectl is not installed; the tests do not need it, the README's commands do" >&2
