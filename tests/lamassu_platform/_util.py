@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ def cache_dir() -> Path:
 
 
 def free_port() -> int:
-    """A free TCP port on loopback (the kernel picks it; a race with another process is unlikely)."""
+    """A free TCP port on loopback (the kernel picks it; a race with another process is rare)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -58,8 +59,6 @@ def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 15.0) -> Non
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=5)
