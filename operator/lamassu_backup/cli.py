@@ -1,14 +1,18 @@
-"""The ``lamassu-backup`` command: CRD generation; runners and the operator join as they land."""
+"""The ``lamassu-backup`` command: CRD generation, and the runners that Jobs execute."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
 from .builders import crd
+from .models.runner import CONFIG_ENV, RunnerConfig
+from .runner import backup, report
+from .runner.context import RunnerContext
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -25,6 +29,48 @@ def _cmd_crds(args: argparse.Namespace) -> int:
         for name, text in rendered.items():
             (path / name).write_text(text)
     return 0
+
+
+def _load_runner_config(args: argparse.Namespace) -> RunnerConfig:
+    if args.config:
+        text = Path(args.config).read_text()
+    else:
+        text = os.environ.get(CONFIG_ENV, "")
+        if not text:
+            raise SystemExit(
+                f"lamassu-backup runner: no configuration (--config FILE or ${CONFIG_ENV})"
+            )
+    return RunnerConfig.model_validate_json(text)
+
+
+def _cmd_runner_backup(args: argparse.Namespace) -> int:
+    cfg = _load_runner_config(args)
+    ctx = RunnerContext()
+    try:
+        result, code = backup.run(
+            cfg,
+            ctx,
+            components=args.component or None,
+            commit=not args.no_commit,
+            allow_partial=args.allow_partial,
+        )
+        report.write(result, ctx.redactor)
+        return code
+    finally:
+        ctx.close()
+
+
+def _cmd_runner_commit(args: argparse.Namespace) -> int:
+    cfg = _load_runner_config(args)
+    ctx = RunnerContext()
+    try:
+        result, code = backup.run(
+            cfg, ctx, components=[], commit=True, allow_partial=args.allow_partial
+        )
+        report.write(result, ctx.redactor)
+        return code
+    finally:
+        ctx.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one file per CRD into DIR (repeatable) instead of printing",
     )
     crds.set_defaults(func=_cmd_crds)
+
+    runner = sub.add_parser(
+        "runner", help="what a backup or restore Job runs (configured by the operator)"
+    )
+    runner_sub = runner.add_subparsers(dest="runner_command", required=True)
+    config_help = f"runner configuration JSON file (default: ${CONFIG_ENV})"
+
+    bk = runner_sub.add_parser("backup", help="back up components into the set, then commit it")
+    bk.add_argument("--config", metavar="FILE", help=config_help)
+    bk.add_argument("--component", action="append", help="only this component (repeatable)")
+    bk.add_argument("--no-commit", action="store_true", help="leave the manifest to a commit step")
+    bk.add_argument(
+        "--allow-partial", action="store_true", help="exit 0 when a partial set was committed"
+    )
+    bk.set_defaults(func=_cmd_runner_backup)
+
+    cm = runner_sub.add_parser(
+        "commit", help="write the set's manifest from its components' records"
+    )
+    cm.add_argument("--config", metavar="FILE", help=config_help)
+    cm.add_argument(
+        "--allow-partial", action="store_true", help="exit 0 when a partial set was committed"
+    )
+    cm.set_defaults(func=_cmd_runner_commit)
     return parser
 
 

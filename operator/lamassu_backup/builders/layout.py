@@ -1,0 +1,154 @@
+"""Object store layout and resource naming: one place decides every key and name.
+
+``<prefix>/<namespace>/<policy>/<UTC time>/`` holds one set; inside it, the artifact keys below.
+The layout is also what a person restores from by hand, so it stays close to the runbook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+SET_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.asc"
+PARTS_DIR = "parts/"
+_SET_TIME_RE = re.compile(r"^\d{8}T\d{6}Z$")
+_MAX_NAME = 63
+
+
+def set_time(moment: datetime) -> str:
+    """The folder name of a set taken at ``moment``."""
+    if moment.tzinfo is None:
+        raise ValueError("set times are aware datetimes")
+    return moment.astimezone(UTC).strftime(SET_TIME_FORMAT)
+
+
+def parse_set_time(text: str) -> datetime:
+    """Inverse of :func:`set_time`."""
+    if not _SET_TIME_RE.match(text):
+        raise ValueError(f"not a set time: {text!r}")
+    return datetime.strptime(text, SET_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def policy_prefix(prefix: str, namespace: str, policy: str) -> str:
+    """Key prefix of every set of one policy, ending in '/'."""
+    parts = [p for p in (prefix.strip("/"), namespace, policy) if p]
+    return "/".join(parts) + "/"
+
+
+def set_prefix(prefix: str, namespace: str, policy: str, time_str: str) -> str:
+    """Key prefix of one set, ending in '/'."""
+    return f"{policy_prefix(prefix, namespace, policy)}{time_str}/"
+
+
+@dataclass(frozen=True)
+class SetPath:
+    """A set's identity as found in its key prefix."""
+
+    namespace: str
+    policy: str
+    time: str
+
+
+def parse_set_prefix(prefix: str, key: str) -> SetPath | None:
+    """Read namespace, policy and time from a key under ``prefix``, or None if it is no set."""
+    base = prefix.strip("/")
+    rest = key[len(base) + 1 :] if base else key
+    if base and not key.startswith(base + "/"):
+        return None
+    parts = rest.split("/")
+    if len(parts) < 4 or not _SET_TIME_RE.match(parts[2]):
+        return None
+    return SetPath(namespace=parts[0], policy=parts[1], time=parts[2])
+
+
+def compression_suffix(algorithm: str) -> str:
+    """File suffix of an external compression stage (pg_dump's own gzip has none)."""
+    return {"zstd": ".zst", "lz4": ".lz4"}.get(algorithm, "")
+
+
+def safe_segment(name: str) -> str:
+    """A key segment from a name that may contain '/' (KV mounts can be nested)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.strip("/"))
+
+
+@dataclass(frozen=True)
+class ArtifactKeys:
+    """Where one artifact and its checksum sidecar go, relative to the set prefix."""
+
+    key: str
+    sidecar: str
+    plain_name: str
+    """The file the sidecar names: the artifact after decryption (and decompression)."""
+
+
+def postgres_keys(database: str, algorithm: str) -> ArtifactKeys:
+    """postgres/<db>.dump[.zst|.lz4].gpg with sidecar postgres/<db>.dump.sha256."""
+    plain = f"{safe_segment(database)}.dump"
+    return ArtifactKeys(
+        f"postgres/{plain}{compression_suffix(algorithm)}.gpg", f"postgres/{plain}.sha256", plain
+    )
+
+
+def raft_keys() -> ArtifactKeys:
+    """vault/raft.snap.gpg with sidecar vault/raft.snap.sha256."""
+    return ArtifactKeys("vault/raft.snap.gpg", "vault/raft.snap.sha256", "raft.snap")
+
+
+def kv_keys(mount: str) -> ArtifactKeys:
+    """vault/kv-<mount>.json.gpg with its sidecar."""
+    plain = f"kv-{safe_segment(mount)}.json"
+    return ArtifactKeys(f"vault/{plain}.gpg", f"vault/{plain}.sha256", plain)
+
+
+def config_keys() -> ArtifactKeys:
+    """config/config.tar.gz.gpg with its sidecar."""
+    return ArtifactKeys("config/config.tar.gz.gpg", "config/config.tar.gz.sha256", "config.tar.gz")
+
+
+def volume_keys(name: str) -> ArtifactKeys:
+    """volumes/<name>.tar.gz.gpg with its sidecar."""
+    plain = f"{safe_segment(name)}.tar.gz"
+    return ArtifactKeys(f"volumes/{plain}.gpg", f"volumes/{plain}.sha256", plain)
+
+
+def aws_kms_keys() -> ArtifactKeys:
+    """aws-kms/kms-metadata.json.gpg with its sidecar."""
+    plain = "kms-metadata.json"
+    return ArtifactKeys(f"aws-kms/{plain}.gpg", f"aws-kms/{plain}.sha256", plain)
+
+
+def part_key(component: str) -> str:
+    """A component Job's record of what it stored; the commit step turns parts into the manifest."""
+    return f"{PARTS_DIR}{component}.json"
+
+
+def sidecar_text(sha256_hex: str, plain_name: str) -> str:
+    """A ``sha256sum -c`` compatible line."""
+    return f"{sha256_hex}  {plain_name}\n"
+
+
+def bounded_name(*parts: str, limit: int = _MAX_NAME) -> str:
+    """Join parts with '-' into a DNS label of at most ``limit`` characters.
+
+    Too-long names keep their end (the distinguishing part) and get a stable hash, so the same
+    inputs always give the same name: the operator relies on that to never create a Job twice.
+    """
+    name = "-".join(p for p in parts if p).lower()
+    name = re.sub(r"[^a-z0-9-]", "-", name).strip("-")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    tail = "-".join(parts[1:]).lower() if len(parts) > 1 else ""
+    tail = re.sub(r"[^a-z0-9-]", "-", tail).strip("-")[: limit // 2]
+    head_len = limit - len(tail) - len(digest) - 2
+    head = re.sub(r"[^a-z0-9-]", "-", parts[0].lower())[: max(head_len, 1)].strip("-")
+    return "-".join(p for p in (head, digest, tail) if p)[:limit].strip("-")
+
+
+def backup_name(policy: str, time_str: str) -> str:
+    """Name of the LamassuBackup for a policy's set (e.g. lamassu-20261124t100000z)."""
+    return bounded_name(policy, time_str.lower(), limit=253)

@@ -1,0 +1,185 @@
+"""The contract between the operator and the runner inside a Job.
+
+The operator builds a :class:`RunnerConfig` from the resources and passes it to the Job as JSON in
+the ``LAMASSU_RUNNER_CONFIG`` environment variable; credentials are never in it, only the paths
+where the Job's Secret volumes put them. The runner answers with a :class:`RunnerResult` in the
+container's termination message. Both sides import these models, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .policy import Compression, DatabaseLayout, SslMode
+
+CONFIG_ENV = "LAMASSU_RUNNER_CONFIG"
+SECRETS_ROOT = "/var/run/lamassu-backup/secrets"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class S3Settings(_Config):
+    """Where and how to reach the bucket."""
+
+    bucket: str
+    region: str = "us-east-1"
+    endpoint: str | None = None
+    force_path_style: bool = False
+    ca_file: str | None = None
+    access_key_id_file: str | None = None
+    secret_access_key_file: str | None = None
+    session_token_file: str | None = None
+    sse: Literal["aws:kms", "AES256", "none"] = "aws:kms"
+    kms_key_id: str | None = None
+    storage_class: str | None = None
+    part_size_mib: int = Field(default=16, ge=5, le=512)
+
+
+class GpgSettings(_Config):
+    """Encryption recipients, and the key that signs manifests."""
+
+    recipients_file: str
+    signing_key_file: str | None = None
+    signing_passphrase_file: str | None = None
+
+
+class PostgresSettings(_Config):
+    """A PostgreSQL server to dump from or restore into."""
+
+    host: str
+    port: int = 5432
+    ssl_mode: SslMode = SslMode.PREFER
+    ca_file: str | None = None
+    username_file: str
+    password_file: str
+    layout: DatabaseLayout = DatabaseLayout.DATABASES
+    databases: list[str] = Field(default_factory=list)
+    database: str = "lamassu"
+    schemas: list[str] = Field(default_factory=list)
+    compression: Compression = Field(default_factory=Compression)
+
+
+class VaultSettings(_Config):
+    """A Vault/OpenBao server and how to log in."""
+
+    address: str
+    ca_file: str | None = None
+    token_file: str | None = None
+    role_id_file: str | None = None
+    secret_id_file: str | None = None
+    approle_mount: str = "approle"
+    kubernetes_role: str | None = None
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    raft_snapshot: bool = True
+    kv_mounts: list[str] = Field(default_factory=list)
+
+
+class ConfigSettings(_Config):
+    """Which ConfigMaps and Secrets to archive."""
+
+    namespace: str
+    config_maps: list[str] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    selector: str | None = None
+
+
+class VolumeSettings(_Config):
+    """A mounted volume to archive."""
+
+    name: str
+    path: str
+
+
+class AwsKmsSettings(_Config):
+    """AWS KMS metadata to record."""
+
+    region: str
+    endpoint: str | None = None
+    access_key_id_file: str | None = None
+    secret_access_key_file: str | None = None
+    session_token_file: str | None = None
+    key_ids: list[str] = Field(default_factory=list)
+
+
+class RunnerConfig(_Config):
+    """Everything one backup Job needs, except the secrets themselves."""
+
+    namespace: str
+    policy: str
+    backup: str
+    set_time: str
+    set_prefix: str
+    """Key prefix of the set, ending in '/'."""
+
+    components: list[str]
+    """Components this Job backs up."""
+
+    commit: bool = True
+    """Write manifest.json (and its signature) after the components: the set's commit point."""
+
+    destination: S3Settings
+    gpg: GpgSettings
+    postgres: PostgresSettings | None = None
+    vault: VaultSettings | None = None
+    config: ConfigSettings | None = None
+    volumes: list[VolumeSettings] = Field(default_factory=list)
+    aws_kms: AwsKmsSettings | None = None
+
+
+class ArtifactRecord(_Config):
+    """One stored object, as recorded in part files and the manifest."""
+
+    component: str
+    name: str
+    kind: str
+    key: str
+    """Key relative to the set prefix."""
+
+    sidecar_key: str | None = None
+    size_bytes: int
+    plaintext_size_bytes: int
+    sha256: str
+    plaintext_sha256: str
+    compression: str
+    encryption: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ComponentOutcome(_Config):
+    """What one component produced."""
+
+    component: str
+    ok: bool
+    reason: str | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunnerResult(_Config):
+    """The compact summary a runner writes to its termination message (< 4 KiB)."""
+
+    ok: bool
+    action: str
+    components: dict[str, str] = Field(default_factory=dict)
+    """Component -> Completed | Failed: reason."""
+
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    manifest_key: str | None = None
+    manifest_sha256: str | None = None
+    size_bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    reason: str | None = None
+    """CamelCase reason of a failure that stopped the whole run."""
+
+    warnings: list[str] = Field(default_factory=list)
+    evidence: dict[str, Any] = Field(default_factory=dict)
