@@ -6,6 +6,7 @@ OpenBao, stopping PostgreSQL) restore it before they end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -87,6 +88,7 @@ def secrets(tmp_path: Path) -> SecretDir:
 
 
 ConfigFactory = Callable[..., RunnerConfig]
+_SET_COUNTER = itertools.count()
 
 
 @pytest.fixture
@@ -100,7 +102,6 @@ def runner_config(
     secrets: SecretDir,
 ) -> ConfigFactory:
     """Builds a RunnerConfig against the real services; keyword overrides per test."""
-    counter = {"n": 0}
 
     def make(
         *,
@@ -110,8 +111,8 @@ def runner_config(
         sign: bool = True,
         overrides: dict[str, Any] | None = None,
     ) -> RunnerConfig:
-        counter["n"] += 1
-        set_time = set_time or f"20261124T10{counter['n']:02d}00Z"
+        n = next(_SET_COUNTER)
+        set_time = set_time or f"20261124T{10 + n // 60:02d}{n % 60:02d}00Z"
         if s3.client().list_buckets().get("Buckets") is not None and bucket not in [
             b["Name"] for b in s3.client().list_buckets()["Buckets"]
         ]:

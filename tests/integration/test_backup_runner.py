@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import pytest
 
 from lamassu_platform import datagen
 from lamassu_platform.gpg import GpgKeys
+from lamassu_platform.openbao import OpenBao
+from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.s3 import S3Server
 
-from .conftest import ConfigFactory, run_runner
+from .conftest import ConfigFactory, SecretDir, run_runner
+from .faults import FaultyS3Proxy
 
 pytestmark = pytest.mark.platform
 
@@ -85,3 +89,233 @@ def test_backup_all_components_lands_in_the_layout(
         check=False,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_restore_by_hand_exactly_as_the_runbook(
+    runner_config: ConfigFactory,
+    s3: S3Server,
+    pg: PostgresServer,
+    dataset: datagen.Dataset,
+    gpg_keys: GpgKeys,
+    tmp_path: Path,
+) -> None:
+    """Break-glass: aws s3 cp, gpg --decrypt, (zstd -d), sha256sum -c, pg_restore: no operator."""
+    cfg = runner_config(components=["postgres"])
+    code, result, stderr = run_runner(cfg, "backup", tmp=tmp_path)
+    assert code == 0, (result, stderr)
+    work = tmp_path / "by-hand"
+    work.mkdir()
+    client = s3.client()
+    for name in ("ca.dump.zst.gpg", "ca.dump.sha256"):
+        client.download_file(
+            cfg.destination.bucket, f"{cfg.set_prefix}postgres/{name}", str(work / name)
+        )
+    env = {**os.environ, "GNUPGHOME": str(gpg_keys.operator_home)}
+    sh = "gpg --batch --decrypt ca.dump.zst.gpg | zstd -d -q > ca.dump && sha256sum -c ca.dump.sha256"
+    check = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", sh],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "ca.dump: OK" in check.stdout
+
+    pg.create_database("ca_by_hand")
+    try:
+        restore = subprocess.run(
+            [pg.tool("pg_restore"), "--no-owner", "-d", "ca_by_hand", str(work / "ca.dump")],
+            env=pg.subprocess_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert restore.returncode == 0, restore.stderr
+        assert datagen.table_checksums(pg, "ca_by_hand") == datagen.table_checksums(pg, "ca")
+    finally:
+        pg.drop_database("ca_by_hand")
+
+
+def set_objects(s3: S3Server, bucket: str, prefix: str) -> set[str]:
+    return set(keys_under(s3, bucket, prefix))
+
+
+def assert_not_complete(s3: S3Server, bucket: str, prefix: str, failed_folder: str) -> None:
+    """The failed set never looks complete: no manifest (or one saying incomplete), no artifact
+    of the failed component, and no multipart upload left behind."""
+    objects = set_objects(s3, bucket, prefix)
+    assert not any(k.startswith(failed_folder) for k in objects), objects
+    if "manifest.json" in objects:
+        body = s3.client().get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+        assert json.loads(body)["complete"] is False
+    uploads = s3.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    assert uploads == []
+
+
+def test_postgres_unreachable(runner_config: ConfigFactory, s3: S3Server, tmp_path: Path) -> None:
+    from lamassu_platform._util import free_port
+
+    cfg = runner_config(components=["postgres"], overrides={"postgres": {"port": free_port()}})
+    code, result, _ = run_runner(cfg, "backup", tmp=tmp_path)
+    assert code != 0
+    assert result["ok"] is False
+    assert "PostgreSQL" in result["error"]
+    assert "connect" in result["error"].lower() or "refused" in result["error"].lower()
+    assert_not_complete(s3, cfg.destination.bucket, cfg.set_prefix, "postgres/")
+    assert "manifest.json" not in set_objects(s3, cfg.destination.bucket, cfg.set_prefix)
+
+
+def test_s3_refusing_mid_upload(runner_config: ConfigFactory, s3: S3Server, tmp_path: Path) -> None:
+    """The third part of the big dump is refused: the upload is aborted, nothing of it is visible."""
+    with FaultyS3Proxy(
+        s3.endpoint, lambda method, path: method == "PUT" and "partNumber=2" in path
+    ) as proxy:
+        cfg = runner_config(
+            components=["postgres"], overrides={"destination": {"endpoint": proxy.endpoint}}
+        )
+        code, result, _ = run_runner(cfg, "backup", tmp=tmp_path)
+    assert proxy.refused, "the fault was never triggered"
+    assert code != 0
+    assert "UploadPart" in result["error"]
+    assert "AccessDenied" in result["error"]
+    assert_not_complete(s3, cfg.destination.bucket, cfg.set_prefix, "postgres/")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("secret", "PRIVATE key"),
+        ("garbage", "holds no OpenPGP public key"),
+    ],
+)
+def test_unusable_recipient_key(
+    runner_config: ConfigFactory,
+    s3: S3Server,
+    gpg_keys: GpgKeys,
+    secrets: SecretDir,
+    tmp_path: Path,
+    content: str,
+    message: str,
+) -> None:
+    value = gpg_keys.decryption_key_asc.read_bytes() if content == "secret" else b"not a key\n"
+    cfg = runner_config(
+        components=["postgres"],
+        overrides={"gpg": {"recipientsFile": secrets.put("bad.asc", value)}},
+    )
+    code, result, _ = run_runner(cfg, "backup", tmp=tmp_path)
+    assert code != 0
+    assert message in result["error"]
+    assert "recipientsSecret" in result["error"]
+    assert "PRIVATE KEY BLOCK" not in json.dumps(result)
+    assert_not_complete(s3, cfg.destination.bucket, cfg.set_prefix, "postgres/")
+
+
+def test_openbao_sealed(
+    runner_config: ConfigFactory, openbao: OpenBao, s3: S3Server, tmp_path: Path
+) -> None:
+    cfg = runner_config(components=["postgres", "vault"])
+    openbao.seal()
+    try:
+        code, result, _ = run_runner(cfg, "backup", tmp=tmp_path)
+    finally:
+        openbao.unseal()
+    assert code != 0
+    assert result["components"]["postgres"] == "Completed"
+    assert result["components"]["vault"].startswith("Failed")
+    assert "sealed" in result["error"]
+    assert_not_complete(s3, cfg.destination.bucket, cfg.set_prefix, "vault/")
+    manifest = json.loads(
+        s3.client()
+        .get_object(Bucket=cfg.destination.bucket, Key=cfg.set_prefix + "manifest.json")["Body"]
+        .read()
+    )
+    assert manifest["complete"] is False
+    assert manifest["components"]["vault"]["status"] == "Failed"
+    assert {a["component"] for a in manifest["artifacts"]} == {"postgres"}
+
+
+def test_no_secret_reaches_the_output(
+    runner_config: ConfigFactory, s3: S3Server, pg: PostgresServer, openbao: OpenBao, tmp_path: Path
+) -> None:
+    """Even when a tool fails, the result, stdout and stderr carry no secret value."""
+    from lamassu_platform._util import free_port
+
+    cfg = runner_config(
+        components=["postgres", "vault"], overrides={"postgres": {"port": free_port()}}
+    )
+    code, result, stderr = run_runner(cfg, "backup", tmp=tmp_path)
+    assert code != 0
+    text = json.dumps(result) + stderr
+    token = Path(cfg.vault.token_file).read_text() if cfg.vault and cfg.vault.token_file else ""
+    for secret in (pg.password, s3.secret_key, token):
+        assert secret
+        assert secret not in text
+
+
+def test_volume_archive_keeps_files_and_modes(
+    runner_config: ConfigFactory, s3: S3Server, gpg_keys: GpgKeys, tmp_path: Path
+) -> None:
+    """File crypto engine keys (0600 PEMs) survive a backup and a by-hand restore byte for byte."""
+    volume = tmp_path / "kms-fs"
+    (volume / "keys").mkdir(parents=True)
+    for i in range(3):
+        key = volume / "keys" / f"{i:064x}.pem"
+        key.write_bytes(os.urandom(256))
+        key.chmod(0o600)
+    cfg = runner_config(
+        components=["volumes"],
+        overrides={"volumes": [{"name": "kms-fs-keys", "path": str(volume)}]},
+    )
+    code, result, stderr = run_runner(cfg, "backup", tmp=tmp_path)
+    assert code == 0, (result, stderr)
+    out = tmp_path / "restored"
+    out.mkdir()
+    blob = s3.client().get_object(
+        Bucket=cfg.destination.bucket, Key=cfg.set_prefix + "volumes/kms-fs-keys.tar.gz.gpg"
+    )
+    encrypted = tmp_path / "v.gpg"
+    encrypted.write_bytes(blob["Body"].read())
+    env = {**os.environ, "GNUPGHOME": str(gpg_keys.operator_home)}
+    sh = f"gpg --batch --decrypt {encrypted} | tar -xz -C {out}"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", sh], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    for original in (volume / "keys").iterdir():
+        copy = out / "keys" / original.name
+        assert copy.read_bytes() == original.read_bytes()
+        assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def test_aws_kms_metadata_warns_about_pending_deletion(
+    runner_config: ConfigFactory, s3: S3Server, secrets: SecretDir, tmp_path: Path
+) -> None:
+    kms = s3.client("kms")
+    doomed = kms.create_key(Description="issuing CA key")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=f"alias/{doomed[:8]}-ca", TargetKeyId=doomed)
+    kms.schedule_key_deletion(KeyId=doomed, PendingWindowInDays=7)
+    cfg = runner_config(
+        components=["awsKms"],
+        overrides={
+            "awsKms": {
+                "region": s3.region,
+                "endpoint": s3.endpoint,
+                "accessKeyIdFile": secrets.put("kms-id", s3.access_key),
+                "secretAccessKeyFile": secrets.put("kms-secret", s3.secret_key),
+            }
+        },
+    )
+    code, result, stderr = run_runner(cfg, "backup", tmp=tmp_path)
+    assert code == 0, (result, stderr)
+    warnings = " ".join(result["warnings"])
+    assert doomed in warnings
+    assert "scheduled for deletion" in warnings
+    manifest = json.loads(
+        s3.client()
+        .get_object(Bucket=cfg.destination.bucket, Key=cfg.set_prefix + "manifest.json")["Body"]
+        .read()
+    )
+    assert manifest["components"]["awsKms"]["warnings"]
+    assert manifest["artifacts"][0]["details"]["pendingDeletion"] >= 1

@@ -82,6 +82,7 @@ class BackupRun:
         self.store: S3Store = ctx.store(cfg.destination)
         self._keyring: Keyring | None = None
         self._recipients: list[str] = []
+        self._stored: list[str] = []
 
     # -- shared machinery --------------------------------------------------------------------
 
@@ -110,7 +111,8 @@ class BackupRun:
         sse = self.cfg.destination.sse
         return "gpg" if sse == "none" else f"gpg+{sse}"
 
-    def _key(self, relative: str) -> str:
+    def key(self, relative: str) -> str:
+        """Absolute key of a path inside the set."""
         return self.cfg.set_prefix + relative
 
     def store_artifact(
@@ -132,7 +134,7 @@ class BackupRun:
         (the snapshot verifier's facts, a volume's file count).
         """
         keyring = self.keyring
-        upload = self.store.multipart(self._key(keys.key))
+        upload = self.store.multipart(self.key(keys.key))
         stats = encrypt_to_store(
             source,
             keyring=keyring,
@@ -141,20 +143,21 @@ class BackupRun:
             compressor=compressor,
             taps=taps,
         )
-        info = self.store.head(self._key(keys.key))
+        info = self.store.head(self.key(keys.key))
         if info is None or info.size != stats.stored_bytes:
             found = "nothing" if info is None else f"{info.size} bytes"
             raise IntegrityError(
-                f"{self.store.url(self._key(keys.key))}: stored {stats.stored_bytes} bytes "
+                f"{self.store.url(self.key(keys.key))}: stored {stats.stored_bytes} bytes "
                 f"but the store holds {found}"
             )
         if self.cfg.destination.sse != "none" and info.sse not in (None, self.cfg.destination.sse):
             raise IntegrityError(
-                f"{self.store.url(self._key(keys.key))}: asked for server-side encryption "
+                f"{self.store.url(self.key(keys.key))}: asked for server-side encryption "
                 f"{self.cfg.destination.sse}, the store applied {info.sse}"
             )
+        self._stored += [self.key(keys.key), self.key(keys.sidecar)]
         self.store.put_bytes(
-            self._key(keys.sidecar),
+            self.key(keys.sidecar),
             layout.sidecar_text(stats.plain_sha256, keys.plain_name).encode(),
             "text/plain",
         )
@@ -183,6 +186,7 @@ class BackupRun:
             "volumes": self.volumes,
             "awsKms": self.aws_kms,
         }
+        self._stored = []
         try:
             if component not in handlers:
                 raise ConfigurationError(f"unknown component {component!r}")
@@ -201,14 +205,25 @@ class BackupRun:
                 reason="InternalError",
                 message=self.ctx.redactor.redact(f"{type(exc).__name__}: {exc}"),
             )
+        if not outcome.ok and self._stored:
+            self._discard_stored(outcome)
         outcome.seconds = round(time.monotonic() - started, 3)
         return outcome
+
+    def _discard_stored(self, outcome: ComponentOutcome) -> None:
+        """Remove what a failed component stored: a component is in a set whole or not at all."""
+        try:
+            self.store.delete_keys(self._stored)
+        except LamassuBackupError as exc:
+            outcome.warnings.append(
+                f"could not remove the partial artifacts of {outcome.component}: {exc.message}"
+            )
 
     def write_part(self, outcome: ComponentOutcome) -> None:
         """Record a component's outcome for the commit step."""
         data = outcome.model_dump_json(by_alias=True, exclude_none=True).encode()
         self.store.put_bytes(
-            self._key(layout.part_key(outcome.component)),
+            self.key(layout.part_key(outcome.component)),
             self.ctx.redactor.redact(data.decode()).encode(),
             "application/json",
         )
@@ -461,20 +476,23 @@ class BackupRun:
         """The outcomes the component runs recorded (a missing record counts as a failure later)."""
         outcomes = []
         for component in requested:
-            key = self._key(layout.part_key(component))
+            key = self.key(layout.part_key(component))
             if self.store.head(key) is None:
                 continue
             outcomes.append(ComponentOutcome.model_validate_json(self.store.get_bytes(key)))
         return outcomes
 
     def commit(self, requested: list[str]) -> tuple[Manifest, str]:
-        """Check every artifact is stored, then write the signature and manifest.json, last."""
+        """Check every artifact is stored, then write the signature and manifest.json, last.
+
+        No manifest is written when no component stored anything: it would describe nothing.
+        """
         outcomes = self.read_parts(requested)
         for outcome in outcomes:
             if not outcome.ok:
                 continue
             for artifact in outcome.artifacts:
-                info = self.store.head(self._key(artifact.key))
+                info = self.store.head(self.key(artifact.key))
                 if info is None or info.size != artifact.size_bytes:
                     outcome.ok = False
                     outcome.reason = "ArtifactMissing"
@@ -482,6 +500,13 @@ class BackupRun:
                         f"{artifact.key} is missing or has the wrong size in the store"
                     )
                     break
+        if not any(o.ok for o in outcomes):
+            reasons = (
+                "; ".join(f"{o.component}: {o.message}" for o in outcomes) or "no component ran"
+            )
+            raise LamassuBackupError(
+                f"nothing was stored, no manifest written ({reasons})", reason="NothingStored"
+            )
         signing_fpr: str | None = None
         signer: Keyring | None = None
         signing_key = self.ctx.secret(
@@ -525,9 +550,9 @@ class BackupRun:
             if signer is not None and signing_fpr is not None:
                 signature = signer.sign_detached(body, signing_fpr, passphrase)
                 self.store.put_bytes(
-                    self._key(layout.SIGNATURE), signature, "application/pgp-signature"
+                    self.key(layout.SIGNATURE), signature, "application/pgp-signature"
                 )
-            self.store.put_bytes(self._key(layout.MANIFEST), body, "application/json")
+            self.store.put_bytes(self.key(layout.MANIFEST), body, "application/json")
         finally:
             if signer is not None:
                 signer.close()
@@ -625,6 +650,23 @@ def tar_directory(root: Path, out: IO[bytes], *, counter: dict[str, Any]) -> Non
                 counter["files"] += 1
 
 
+def _summarise(result: RunnerResult, outcome: ComponentOutcome) -> None:
+    result.components[outcome.component] = (
+        "Completed" if outcome.ok else f"Failed: {outcome.reason}"
+    )
+    result.warnings.extend(outcome.warnings)
+    for artifact in outcome.artifacts:
+        result.artifacts.append(
+            {
+                "k": artifact.key,
+                "s": artifact.size_bytes,
+                "h": artifact.sha256,
+                "p": artifact.plaintext_sha256,
+            }
+        )
+        result.size_bytes += artifact.size_bytes
+
+
 def run(
     cfg: RunnerConfig,
     ctx: RunnerContext,
@@ -633,11 +675,16 @@ def run(
     commit: bool,
     allow_partial: bool,
 ) -> tuple[RunnerResult, int]:
-    """Back up ``components`` (default: the config's), optionally commit; result and exit code."""
+    """Back up ``components`` (default: the config's), optionally commit; result and exit code.
+
+    Exit 0: everything requested is stored (and committed). With ``allow_partial``, also 0 when
+    a partial set was committed (the operator reads which components failed from the result).
+    """
     started = time.monotonic()
     run_ = BackupRun(cfg, ctx)
     todo = components if components is not None else cfg.components
-    result = RunnerResult(ok=False, action="commit" if (commit and not todo) else "backup")
+    result = RunnerResult(ok=False, action="backup" if todo else "commit")
+    code = 1
     try:
         run_.store.check_bucket()
         outcomes = []
@@ -645,24 +692,15 @@ def run(
             outcome = run_.run_component(component)
             run_.write_part(outcome)
             outcomes.append(outcome)
-            result.components[component] = (
-                "Completed" if outcome.ok else f"Failed: {outcome.reason}"
-            )
-            result.warnings.extend(outcome.warnings)
-            for artifact in outcome.artifacts:
-                result.artifacts.append(
-                    {
-                        "k": artifact.key,
-                        "s": artifact.size_bytes,
-                        "h": artifact.sha256,
-                        "p": artifact.plaintext_sha256,
-                    }
-                )
-                result.size_bytes += artifact.size_bytes
+            _summarise(result, outcome)
         failed = [o for o in outcomes if not o.ok]
+        result.ok = not failed
+        if failed:
+            result.error = "; ".join(f"{o.component}: {o.message}" for o in failed)
+            result.reason = failed[0].reason
         if commit:
             manifest, digest = run_.commit(cfg.components)
-            result.manifest_key = run_._key(layout.MANIFEST)
+            result.manifest_key = run_.key(layout.MANIFEST)
             result.manifest_sha256 = digest
             for name, entry in manifest.components.items():
                 result.components[name] = (
@@ -677,15 +715,10 @@ def run(
                     if e.status != "Completed"
                 ]
                 result.error = "incomplete set: " + "; ".join(bad)
-        else:
-            result.ok = not failed
-            if failed:
-                result.error = "; ".join(f"{o.component}: {o.message}" for o in failed)
-        code = 0 if result.ok else (0 if (commit and allow_partial and result.manifest_key) else 1)
+        code = 0 if result.ok or (allow_partial and result.manifest_key) else 1
     except LamassuBackupError as exc:
-        result.error = ctx.redactor.redact(exc.message)
+        result.error = exc.message
         result.reason = exc.reason
-        code = 1
     finally:
         run_.close()
     result.seconds = round(time.monotonic() - started, 3)

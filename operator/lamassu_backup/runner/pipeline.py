@@ -245,7 +245,8 @@ class _Stages:
         """Raise the first failure of any stage, in data-flow order."""
         comp_code = self.comp.wait() if self.comp is not None else 0
         gpg_code = self.gpg.wait()
-        if self.feed_error is not None:
+        # A broken pipe only says a later stage died: report that stage's own error instead.
+        if self.feed_error is not None and not isinstance(self.feed_error, BrokenPipeError):
             raise self.feed_error
         if comp_code != 0:
             detail = self.comp_err.text().decode(errors="replace").strip() if self.comp_err else ""
@@ -255,6 +256,8 @@ class _Stages:
             )
         if gpg_code != 0:
             raise gpg_error(self.gpg, self.gpg_err.text(), "encryption")
+        if self.feed_error is not None:
+            raise self.feed_error
         if self.plain_bytes == 0:
             raise IntegrityError(f"{label} produced no data: refusing to store an empty artifact")
 

@@ -13,6 +13,7 @@ import json
 import os
 import tarfile
 import threading
+import zlib
 from typing import Any
 
 from ..errors import IntegrityError
@@ -30,6 +31,9 @@ class SnapshotVerifier:
         self._sums = b""
         self._meta: dict[str, Any] = {}
         self._error: str | None = None
+        # tarfile's stream mode does not check the gzip trailer, so a snapshot cut inside its
+        # last block would pass; zlib checks CRC and length when the stream really ends.
+        self._gzip = zlib.decompressobj(wbits=31)
         self._thread = threading.Thread(target=self._parse, daemon=True)
         self._thread.start()
 
@@ -71,14 +75,26 @@ class SnapshotVerifier:
 
     def tap(self, chunk: bytes) -> None:
         """One more chunk of the snapshot."""
+        self._check_gzip(chunk)
         view = memoryview(chunk)
         while view:
             view = view[os.write(self._write_fd, view) :]
+
+    def _check_gzip(self, chunk: bytes) -> None:
+        pending = chunk
+        try:
+            while pending and not self._gzip.eof:
+                self._gzip.decompress(pending, 1 << 20)  # output is discarded; only validity counts
+                pending = self._gzip.unconsumed_tail
+        except zlib.error as exc:
+            self._error = self._error or f"not a valid gzip stream ({exc})"
 
     def result(self) -> dict[str, Any]:
         """Finish and return facts about the snapshot; raises IntegrityError if it is not whole."""
         os.close(self._write_fd)
         self._thread.join()
+        if not self._error and not self._gzip.eof:
+            self._error = "the gzip stream is truncated (no end marker)"
         if self._error:
             raise IntegrityError(f"Vault raft snapshot refused: {self._error}")
         missing = [name for name in REQUIRED if name not in self._digests]
