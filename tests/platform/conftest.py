@@ -1,0 +1,30 @@
+"""Session fixtures for the real control plane and the pod runner that plays its kubelet.
+
+One control plane per test session: it takes a few seconds to start once the binary is cached
+(the first build takes 10-20 minutes; see ``scripts/build-controlplane.sh``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from lamassu_platform.controlplane import ControlPlane
+from lamassu_platform.podrunner import PodRunner
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver (RBAC on) + the Job/GC/namespace/service-account controllers."""
+    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def pod_runner(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PodRunner]:
+    """A Ready Node whose Pods run as host processes; every process is killed at the end."""
+    with PodRunner(control_plane.kubeconfig, tmp_path_factory.mktemp("podrunner")) as runner:
+        yield runner
