@@ -59,9 +59,31 @@ fmt: venv ## Format and autofix with ruff
 unit: venv ## Fast unit tests (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: build-deps
+build-deps: ## Build (or take from the cache) the control plane, OpenBao and Helm binaries
+	bash scripts/build-controlplane.sh >/dev/null
+	bash scripts/build-openbao.sh >/dev/null
+	bash scripts/build-helm.sh >/dev/null
+
 .PHONY: test
-test: venv system-deps lint ## Install what the tests need, lint, run every test tier but `slow`
+test: venv system-deps lint build-deps ## Install what the tests need, lint, run every test tier but `slow`
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+.PHONY: test-slow
+test-slow: venv system-deps build-deps ## The slow tier (long end-to-end scenarios)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+.PHONY: platform-up
+platform-up: venv system-deps build-deps ## Start the local platform in the background (.platform/env, .platform/kubeconfig)
+	$(PY) -m lamassu_platform up --state .platform
+
+.PHONY: platform-down
+platform-down: ## Stop the local platform; fails if any of its processes is left
+	$(PY) -m lamassu_platform down --state .platform
+
+.PHONY: bench-backup
+bench-backup: venv system-deps ## Backup benchmark: runner vs the runbook's pipeline vs pg_dump (BENCH_SIZE_MIB=1024)
+	$(PY) -m bench.backup
 
 .PHONY: demo
 demo: ## Run the operator locally on its embedded platform (control plane, PostgreSQL, S3, OpenBao)

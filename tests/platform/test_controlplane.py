@@ -343,7 +343,7 @@ def test_deleting_a_running_pod_kills_its_process(
         try:
             core.read_namespaced_pod("sleeper", namespace)
         except ApiException as exc:
-            return exc.status == 404
+            return bool(exc.status == 404)
         return False
 
     wait_for(gone, timeout=30, what="the pod to be deleted")

@@ -42,7 +42,7 @@ class S3Connection:
     sse: Literal["aws:kms", "AES256", "none"] = "aws:kms"
     kms_key_id: str | None = None
     storage_class: str | None = None
-    part_size: int = 16 * MIB
+    part_size: int = 8 * MIB
     max_in_flight: int = 2
 
 
@@ -294,7 +294,8 @@ class MultipartUpload:
         self._buffer += data
         self.size += len(data)
         while len(self._buffer) >= self.part_size:
-            chunk = bytes(self._buffer[: self.part_size])
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[: self.part_size])  # one copy, handed to the upload thread
             del self._buffer[: self.part_size]
             self._submit(chunk)
 

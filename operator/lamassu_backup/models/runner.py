@@ -37,7 +37,8 @@ class S3Settings(_Config):
     sse: Literal["aws:kms", "AES256", "none"] = "aws:kms"
     kms_key_id: str | None = None
     storage_class: str | None = None
-    part_size_mib: int = Field(default=16, ge=5, le=512)
+    part_size_mib: int = Field(default=8, ge=5, le=512)
+    """Multipart part size: memory use is about three parts, whatever the object size."""
 
 
 class GpgSettings(_Config):
@@ -183,3 +184,55 @@ class RunnerResult(_Config):
 
     warnings: list[str] = Field(default_factory=list)
     evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class RestoreRunConfig(_Config):
+    """Everything one restore (or drill, or verification) Job needs, except the secrets."""
+
+    namespace: str
+    restore: str
+    """Name of the LamassuRestore (or of the verification run) — used to name scratch targets."""
+
+    mode: Literal["InPlace", "Drill"] = "Drill"
+    step: Literal["plan", "restore", "finalize", "rollback"] = "restore"
+    """plan: verify the set and report what would change. restore: verify, restore, swap (InPlace) or
+    validate and tear down (Drill). finalize: drop the databases kept aside. rollback: swap them back."""
+
+    source: S3Settings
+    set_prefix: str
+    """Key prefix of the set, ending in '/'."""
+
+    backup: str | None = None
+    components: list[str] = Field(default_factory=list)
+    """Only these components; empty means every component the manifest holds."""
+
+    databases: list[str] = Field(default_factory=list)
+    """Only these databases (or <db>.<schema> artifacts); empty means all."""
+
+    decryption_key_file: str
+    decryption_passphrase_file: str | None = None
+    signer_key_file: str | None = None
+    """Public key(s) that must have signed the manifest."""
+
+    require_signature: bool = True
+    """Refuse a signed set when no signer key is configured (unless insecureSkipSignatureCheck)."""
+
+    postgres: PostgresSettings | None = None
+    """Target server (credentials must allow CREATE/ALTER/DROP DATABASE)."""
+
+    postgres_jobs: int = Field(default=1, ge=1, le=16)
+    keep_previous: bool = False
+    swap_suffix: str | None = None
+    """Suffix of the databases kept aside (<db>__pre_restore_<suffix>), for finalize/rollback."""
+
+    vault: VaultSettings | None = None
+    vault_method: Literal["KV", "RaftSnapshot"] = "KV"
+    overwrite_existing: bool = False
+    config: ConfigSettings | None = None
+    """Target namespace for ConfigMaps and Secrets (names come from the archive)."""
+
+    volumes: list[VolumeSettings] = Field(default_factory=list)
+    """Where each volume archive is restored (by name)."""
+
+    key_consistency: bool = True
+    dry_run: bool = False

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,12 +27,13 @@ from ..builders import layout
 from ..builders.manifest import Manifest, build_manifest, render
 from ..clients import postgres as pg
 from ..clients.gpg import Keyring
-from ..clients.kms import KmsConnection, export_metadata
-from ..clients.kube import ConfigReader, load_config, not_found
 from ..clients.s3 import S3Store
-from ..clients.vault import VaultClient
 from ..errors import ConfigurationError, IntegrityError, LamassuBackupError
 from ..models.policy import CompressionAlgorithm, DatabaseLayout
+
+if TYPE_CHECKING:
+    from ..clients.vault import VaultClient
+
 from ..models.runner import (
     ArtifactRecord,
     ComponentOutcome,
@@ -302,6 +303,10 @@ class BackupRun:
         )
 
     def _vault_client(self, settings: VaultSettings) -> VaultClient:
+        # Client libraries load only for the components that use them: the runner's memory
+        # budget is small, and the kubernetes client alone is tens of MiB.
+        from ..clients.vault import VaultClient
+
         client = VaultClient(settings.address, settings.ca_file)
         if settings.token_file:
             client.use_token(
@@ -370,6 +375,8 @@ class BackupRun:
         settings = self.cfg.config
         if settings is None:
             raise ConfigurationError("component config is not configured")
+        from ..clients.kube import ConfigReader, load_config, not_found
+
         reader = ConfigReader(load_config(os.environ.get("LAMASSU_KUBECONFIG")))
         objects: dict[tuple[str, str], dict[str, Any]] = {}
         for kind, names, read in (
@@ -446,6 +453,8 @@ class BackupRun:
         settings = self.cfg.aws_kms
         if settings is None:
             raise ConfigurationError("component awsKms is not configured")
+        from ..clients.kms import KmsConnection, export_metadata
+
         document, warnings = export_metadata(
             KmsConnection(
                 region=settings.region,

@@ -1,4 +1,4 @@
-"""Session fixtures for the real control plane and the pod runner that plays its kubelet.
+"""Session fixtures shared by every tier: the real control plane and the pod runner (its kubelet).
 
 One control plane per test session: it takes a few seconds to start once the binary is cached
 (the first build takes 10-20 minutes; see ``scripts/build-controlplane.sh``).

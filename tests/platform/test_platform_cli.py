@@ -1,0 +1,81 @@
+"""`make platform-up` / `make platform-down` as a person uses them: files written, kubectl works,
+nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lamassu_platform.stack import platform_pids
+
+pytestmark = pytest.mark.platform
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lamassu_platform", *args, "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={
+            **os.environ,
+            "LAMASSU_PLATFORM_DATA_MIB": "5",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO / "operator")]),
+        },
+    )
+
+
+def test_up_then_down(tmp_path: Path) -> None:
+    state = tmp_path / "platform"
+    up = run("up", state=state)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr + (state / "platform.log").read_text()
+        for name in ("kubeconfig", "env", "policy.yaml"):
+            assert (state / name).is_file(), name
+        env_text = (state / "env").read_text()
+        for var in (
+            "KUBECONFIG",
+            "LAMASSU_S3_ENDPOINT",
+            "LAMASSU_PG_DSN",
+            "VAULT_ADDR",
+            "LAMASSU_VAULT_TOKEN_FILE",
+            "GNUPGHOME",
+        ):
+            assert f"export {var}=" in env_text
+        ns = subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(state / "kubeconfig"),
+                "get",
+                "ns",
+                "lamassu",
+                "-o",
+                "name",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ns.returncode == 0, ns.stderr
+        assert ns.stdout.strip() == "namespace/lamassu"
+        crds = subprocess.run(
+            ["kubectl", "--kubeconfig", str(state / "kubeconfig"), "get", "lamassu", "-A"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert crds.returncode == 0, crds.stderr
+        session = int((state / "platform.pid").read_text())
+        assert platform_pids(state, session), "no platform process seen while it runs"
+    finally:
+        down = run("down", state=state)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "no process left" in down.stdout
+    assert platform_pids(state, session) == []
