@@ -22,6 +22,7 @@ import gnupg
 from ..errors import ConfigurationError, EncryptionError, SignatureError
 
 GPG_BINARY = os.environ.get("LAMASSU_GPG", "gpg")
+_MAX_PARENT = 60
 _BASE_ARGS = ["--batch", "--no-tty", "--quiet", "--no-greeting", "--no-permission-warning"]
 
 
@@ -40,6 +41,9 @@ class Keyring:
     """A throw-away GnuPG home."""
 
     def __init__(self, parent: str | None = None) -> None:
+        # gpg-agent puts its socket in the home; a socket path over ~100 bytes cannot exist.
+        if parent is not None and len(parent) > _MAX_PARENT:
+            parent = None
         self.home = Path(tempfile.mkdtemp(prefix="gnupg-", dir=parent))
         self.home.chmod(0o700)
         self._gpg = gnupg.GPG(gpgbinary=GPG_BINARY, gnupghome=str(self.home))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -95,3 +97,267 @@ class ConfigReader:
             obj.setdefault("kind", "Secret")
             out.append(obj)
         return out
+
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+
+class ConfigWriter(ConfigReader):
+    """Reads and server-side-applies ConfigMaps and Secrets for the restore's config step."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The live object, or None when it does not exist."""
+        read = self.config_map if kind == "ConfigMap" else self.secret
+        try:
+            return read(namespace, name)
+        except KubernetesError as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def apply(
+        self, obj: dict[str, Any], *, field_manager: str, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply of one ConfigMap or Secret (forcing conflicts: the backup wins).
+
+        ``dry_run`` asks the apiserver to validate and admit the object without persisting it.
+        """
+        kind = obj["kind"]
+        meta = obj["metadata"]
+        patch = (
+            self.core.patch_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.patch_namespaced_secret
+        )
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        result = guard(
+            f"applying {kind} {meta['namespace']}/{meta['name']}",
+            lambda: patch(
+                meta["name"],
+                meta["namespace"],
+                obj,
+                field_manager=field_manager,
+                force=True,
+                _content_type=APPLY_CONTENT_TYPE,
+                **extra,
+            ),
+        )
+        return self._plain(result)
+
+
+GROUP = "backup.lamassu.io"
+VERSION = "v1alpha1"
+PLURALS = {
+    "LamassuBackupPolicy": "lamassubackuppolicies",
+    "LamassuBackup": "lamassubackups",
+    "LamassuRestore": "lamassurestores",
+}
+
+
+class KubeApi:
+    """What the operator's services do through the API, each call guarded and named."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def plain(self, obj: Any) -> dict[str, Any]:
+        """A client model as a plain dict (camelCase keys, as the API speaks)."""
+        data: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return data
+
+    # -- custom resources ------------------------------------------------------------------
+
+    def get_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of our objects, or None."""
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(
+                f"reading {kind} {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+            ) from None
+        return obj
+
+    def list_custom(
+        self, kind: str, namespace: str, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Our objects in a namespace."""
+        resp = guard(
+            f"listing {kind} in {namespace}",
+            lambda: self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], label_selector=selector or ""
+            ),
+        )
+        items: list[dict[str, Any]] = resp.get("items", [])
+        return items
+
+    def create_custom(
+        self, kind: str, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Create; returns (object, created). An existing object with the name is returned as is."""
+        name = body["metadata"]["name"]
+        try:
+            obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                existing = self.get_custom(kind, namespace, name)
+                if existing is not None:
+                    return existing, False
+            raise KubernetesError(
+                f"creating {kind} {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+            ) from None
+        return obj, True
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource."""
+        guard(
+            f"updating the status of {kind} {namespace}/{name}",
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status}
+            ),
+        )
+
+    def delete_custom(self, kind: str, namespace: str, name: str) -> None:
+        """Delete (missing is fine)."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], name, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubernetesError(
+                    f"deleting {kind} {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+                ) from None
+
+    # -- jobs and pods -----------------------------------------------------------------------
+
+    def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create a Job; an existing one of the same name is adopted, never duplicated."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            return self.plain(self.batch.create_namespaced_job(namespace, body)), True
+        except ApiException as exc:
+            if exc.status == 409:
+                existing = self.get_job(namespace, name)
+                if existing is not None:
+                    return existing, False
+            raise KubernetesError(
+                f"creating Job {namespace}/{name}: HTTP {exc.status} {_api_message(exc)}",
+                reason=_reason(exc.status),
+            ) from None
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job, or None."""
+        try:
+            return self.plain(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(
+                f"reading Job {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+            ) from None
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Jobs matching a label selector."""
+        resp = guard(
+            f"listing Jobs in {namespace}",
+            lambda: self.batch.list_namespaced_job(namespace, label_selector=selector),
+        )
+        return [self.plain(j) for j in resp.items]
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its Pods."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubernetesError(
+                    f"deleting Job {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+                ) from None
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        """The Pods of a Job, newest first."""
+        resp = guard(
+            f"listing Pods of Job {namespace}/{job_name}",
+            lambda: self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}"),
+        )
+        pods = [self.plain(p) for p in resp.items]
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+
+    # -- secrets and RBAC --------------------------------------------------------------------
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's decoded data, or None when it does not exist."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(
+                f"reading Secret {namespace}/{name}: HTTP {exc.status} {exc.reason}",
+                reason=_reason(exc.status),
+            ) from None
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    def ensure_runner_account(self, namespace: str, name: str) -> bool:
+        """ServiceAccount, Role and RoleBinding the runner needs in a namespace; True if created."""
+        labels = {"app.kubernetes.io/managed-by": "lamassu-backup-operator"}
+        created = False
+        try:
+            self.core.create_namespaced_service_account(
+                namespace, {"metadata": {"name": name, "labels": labels}}
+            )
+            created = True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise KubernetesError(
+                    f"creating ServiceAccount {namespace}/{name}: HTTP {exc.status} {exc.reason}",
+                    reason=_reason(exc.status),
+                ) from None
+        role = {
+            "metadata": {"name": name, "labels": labels},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps", "secrets"],
+                    "verbs": ["get", "list"],
+                }
+            ],
+        }
+        binding = {
+            "metadata": {"name": name, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }
+        creators: list[tuple[str, Callable[[], object]]] = [
+            ("Role", lambda: self.rbac.create_namespaced_role(namespace, role)),
+            ("RoleBinding", lambda: self.rbac.create_namespaced_role_binding(namespace, binding)),
+        ]
+        for what, create in creators:
+            try:
+                create()
+                created = True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise KubernetesError(
+                        f"creating {what} {namespace}/{name}: HTTP {exc.status} {exc.reason}",
+                        reason=_reason(exc.status),
+                    ) from None
+        return created
+
+
+def _api_message(exc: ApiException) -> str:
+    """The apiserver's own message (it names the field), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)

@@ -8,14 +8,16 @@ environment of the child process only, never argv, never logs.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from ..errors import DatabaseError
 
@@ -135,30 +137,45 @@ def server_version_num(conn: PgConnection) -> int:
     return int(rows[0][0])
 
 
-class SnapshotSession:
-    """A psql session holding a REPEATABLE READ transaction with an exported snapshot.
+class Session:
+    """A psql session: many statements over one connection and one process.
 
-    pg_dump ``--snapshot`` dumps exactly what this session sees, so the row counts and goose
-    version recorded in the manifest describe the dump itself, even while Lamassu keeps writing.
+    Errors stop the session (ON_ERROR_STOP): the statement's error is raised and a later
+    :meth:`run` starts a new session, so a failed statement never leaves one half-done.
     """
+
+    _END = "\\q\n"
+    _RESTARTABLE = True
 
     def __init__(self, conn: PgConnection, database: str) -> None:
         self.conn = conn
         self.database = database
-        self._proc = subprocess.Popen(
-            [_psql(), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", database],
+        self._proc = self._start()
+        self._stderr: list[str] = []
+        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread.start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                _psql(),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.database,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=conn.env(database),
+            env=self.conn.env(self.database),
         )
-        self._stderr: list[str] = []
-        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._err_thread.start()
-        self.snapshot = self.run(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();"
-        )[0][0]
 
     def _drain_stderr(self) -> None:
         assert self._proc.stderr is not None
@@ -177,7 +194,9 @@ class SnapshotSession:
         self.close()
 
     def run(self, sql: str) -> list[list[str]]:
-        """Run SQL in the session's transaction; returns its rows."""
+        """Run SQL in the session; returns its rows."""
+        if self._RESTARTABLE:
+            self.restart()
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
         try:
@@ -199,12 +218,21 @@ class SnapshotSession:
             f"{_error_text(''.join(self._stderr)) or 'connection lost'}"
         )
 
+    def restart(self) -> None:
+        """A new process after a failed statement ended the previous one."""
+        if self._proc.poll() is None:
+            return
+        self._stderr = []
+        self._proc = self._start()
+        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread.start()
+
     def close(self) -> None:
-        """End the transaction and the session."""
+        """End the session."""
         if self._proc.poll() is None:
             try:
                 assert self._proc.stdin is not None
-                self._proc.stdin.write("ROLLBACK;\n\\q\n")
+                self._proc.stdin.write(self._END)
                 self._proc.stdin.close()
                 self._proc.wait(timeout=10)
             except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
@@ -212,8 +240,29 @@ class SnapshotSession:
                 self._proc.wait()
 
 
+class SnapshotSession(Session):
+    """A psql session holding a REPEATABLE READ transaction with an exported snapshot.
+
+    pg_dump ``--snapshot`` dumps exactly what this session sees, so the row counts and goose
+    version recorded in the manifest describe the dump itself, even while Lamassu keeps writing.
+    """
+
+    _END = "ROLLBACK;\n\\q\n"
+    _RESTARTABLE = False  # a new process would silently lose the snapshot
+
+    def __init__(self, conn: PgConnection, database: str) -> None:
+        super().__init__(conn, database)
+        self.snapshot = self.run(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();"
+        )[0][0]
+
+
 def table_facts(session: SnapshotSession, schema: str | None) -> dict[str, object]:
     """Row counts per table and the goose migration state, as seen by the session's snapshot."""
+    return _facts(session.run, schema)
+
+
+def _facts(run: Callable[[str], list[list[str]]], schema: str | None) -> dict[str, object]:
     where = (
         f"AND n.nspname = {_literal(schema)}"
         if schema
@@ -221,7 +270,7 @@ def table_facts(session: SnapshotSession, schema: str | None) -> dict[str, objec
         "AND n.nspname NOT LIKE 'pg_toast%'"
     )
     # Identifiers and literals are quoted with _ident/_literal; names come from the catalog.
-    tables = session.run(
+    tables = run(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         f"WHERE c.relkind IN ('r', 'p') {where} ORDER BY 1, 2"
     )
@@ -231,12 +280,12 @@ def table_facts(session: SnapshotSession, schema: str | None) -> dict[str, objec
             f"SELECT {_literal(s + '.' + t)}, count(*) FROM {_ident(s)}.{_ident(t)}"
             for s, t in tables
         )
-        for name, count in session.run(union):
+        for name, count in run(union):
             counts[name] = int(count)
     goose: dict[str, object] = {}
     for s, t in tables:
         if t == "goose_db_version":
-            rows = session.run(
+            rows = run(
                 f"SELECT coalesce(max(version_id) FILTER (WHERE is_applied), 0), count(*) "
                 f"FROM {_ident(s)}.goose_db_version"
             )
@@ -269,3 +318,345 @@ def dump_command(
     if schema:
         argv += ["--schema", schema]
     return argv
+
+
+# -- restore -----------------------------------------------------------------------------------
+#
+# A restore never writes into a live database: it restores into a scratch database, verifies it,
+# and swaps names in one transaction (ALTER DATABASE ... RENAME is transactional, so the swap of
+# every database is atomic). The functions below are the SQL of those steps; names are always
+# quoted with _ident/_literal.
+
+_BUSY = "is being accessed by other users"
+# GUCs whose value is a list of quoted elements (pg_dump's variable_is_guc_list_quote).
+_LIST_GUCS = frozenset(
+    {
+        "local_preload_libraries",
+        "search_path",
+        "session_preload_libraries",
+        "shared_preload_libraries",
+        "temp_tablespaces",
+        "unix_socket_directories",
+    }
+)
+
+
+def ident(name: str) -> str:
+    """A quoted SQL identifier."""
+    return _ident(name)
+
+
+def restore_command(
+    pg_restore: str, database: str, *, jobs: int = 1, path: str | None = None
+) -> list[str]:
+    """pg_restore argv: into ``database``, stopping at the first error, from stdin or ``path``.
+
+    Ownership and privileges are restored (no --no-owner/--no-acl): Lamassu's services run goose
+    migrations as the role that owns their tables, so a restore that re-owned everything to the
+    restoring admin would break the next upgrade. The roles must exist on the target server.
+    """
+    argv = [pg_restore, "--exit-on-error", "--no-password", "--dbname", database]
+    if jobs > 1:
+        argv += ["--jobs", str(jobs)]
+    if path:
+        argv.append(path)
+    return argv
+
+
+class Sql(Protocol):
+    """Something that runs SQL on one database: a :class:`Session`, or :class:`OneShot`."""
+
+    def run(self, sql: str) -> list[list[str]]:
+        """Rows of the last statement."""
+        ...
+
+
+class OneShot:
+    """One psql process per call (statements that are rare, or must not share a session)."""
+
+    def __init__(self, conn: PgConnection, database: str, timeout: float = 600) -> None:
+        self.conn = conn
+        self.database = database
+        self.timeout = timeout
+
+    def run(self, sql: str) -> list[list[str]]:
+        """Run SQL; rows of its last statement."""
+        return query(self.conn, self.database, sql, timeout=self.timeout)
+
+
+def list_databases(sql: Sql) -> list[str]:
+    """Names of every database."""
+    return [r[0] for r in sql.run("SELECT datname FROM pg_database ORDER BY 1")]
+
+
+@dataclass(frozen=True)
+class DatabaseProps:
+    """Database-level properties: what pg_restore does not carry into a database it did not create.
+
+    Object-level ownership and grants come with pg_restore; these belong to the database itself.
+    """
+
+    owner: str
+    encoding: str
+    collate: str
+    ctype: str
+    conn_limit: int
+    acl: tuple[tuple[str | None, str, str, bool], ...] | None
+    """(grantee or None for PUBLIC, grantor, privilege, grantable); None = the default ACL."""
+    settings: tuple[tuple[str | None, str], ...]
+    """(role or None for every role, "name=value") from pg_db_role_setting."""
+    comment: str | None
+    icu_locale: str | None = None
+
+
+def database_props(sql: Sql, name: str, version: int) -> DatabaseProps | None:
+    """The properties of a database, or None when it does not exist."""
+    icu = "NULL"
+    if version >= 170000:
+        icu = "CASE WHEN d.datlocprovider = 'i' THEN d.datlocale END"
+    elif version >= 150000:
+        icu = "CASE WHEN d.datlocprovider = 'i' THEN d.daticulocale END"
+    text = (
+        "SELECT json_build_object("
+        "'owner', pg_get_userbyid(d.datdba), "
+        "'encoding', pg_encoding_to_char(d.encoding), "
+        "'collate', d.datcollate, 'ctype', d.datctype, 'connLimit', d.datconnlimit, "
+        f"'icu', {icu}, "
+        "'aclDefault', d.datacl IS NULL, "
+        "'acl', (SELECT coalesce(json_agg(json_build_array("
+        "CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+        "pg_get_userbyid(a.grantor), a.privilege_type, a.is_grantable)), '[]') "
+        "FROM aclexplode(d.datacl) a), "
+        "'settings', (SELECT coalesce(json_agg(json_build_array("
+        "CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, c)), '[]') "
+        "FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid), "
+        "'comment', shobj_description(d.oid, 'pg_database')"
+        f") FROM pg_database d WHERE d.datname = {_literal(name)}"
+    )
+    rows = sql.run(text)
+    if not rows:
+        return None
+    data = json.loads(rows[0][0])
+    return DatabaseProps(
+        owner=data["owner"],
+        encoding=data["encoding"],
+        collate=data["collate"],
+        ctype=data["ctype"],
+        conn_limit=int(data["connLimit"]),
+        acl=None
+        if data["aclDefault"]
+        else tuple((g, gr, p, bool(w)) for g, gr, p, w in data["acl"]),
+        settings=tuple((r, c) for r, c in data["settings"]),
+        comment=data["comment"],
+        icu_locale=data.get("icu"),
+    )
+
+
+def create_database(sql: Sql, name: str, *, like: DatabaseProps | None) -> None:
+    """An empty database (from template0) with the encoding, locale and owner of ``like``."""
+    text = f"CREATE DATABASE {_ident(name)} TEMPLATE template0"
+    if like is not None:
+        text += (
+            f" OWNER {_ident(like.owner)} ENCODING {_literal(like.encoding)}"
+            f" LC_COLLATE {_literal(like.collate)} LC_CTYPE {_literal(like.ctype)}"
+        )
+        if like.icu_locale:
+            text += f" LOCALE_PROVIDER icu ICU_LOCALE {_literal(like.icu_locale)}"
+    sql.run(text)
+
+
+def drop_database(sql: Sql, name: str, version: int) -> None:
+    """Drop a database if it exists, ending its sessions first (scratch and kept databases only)."""
+    if version >= 130000:
+        sql.run(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+        return
+    sql.run(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = {_literal(name)} AND pid <> pg_backend_pid()"
+    )
+    sql.run(f"DROP DATABASE IF EXISTS {_ident(name)}")
+
+
+def _setting_value(name: str, value: str) -> str:
+    """The SQL for a stored setting value (list GUCs are split and quoted element by element)."""
+    if name.lower() not in _LIST_GUCS:
+        return _literal(value)
+    elements: list[str] = []
+    current: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == '"':
+            if quoted and i + 1 < len(value) and value[i + 1] == '"':
+                current.append('"')
+                i += 1
+            else:
+                quoted = not quoted
+        elif ch == "," and not quoted:
+            elements.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    elements.append("".join(current).strip())
+    return ", ".join(_literal(e) for e in elements if e)
+
+
+def database_props_sql(name: str, props: DatabaseProps) -> str:
+    """Statements giving database ``name`` the owner, ACL, settings and comment of ``props``."""
+    db = _ident(name)
+    out = [
+        f"ALTER DATABASE {db} OWNER TO {_ident(props.owner)};",
+        f"ALTER DATABASE {db} CONNECTION LIMIT {int(props.conn_limit)};",
+        f"ALTER DATABASE {db} RESET ALL;",
+    ]
+    if props.acl is not None:
+        out += [
+            f"REVOKE ALL ON DATABASE {db} FROM PUBLIC;",
+            f"REVOKE ALL ON DATABASE {db} FROM {_ident(props.owner)};",
+        ]
+        for grantee, grantor, privilege, grantable in props.acl:
+            who = "PUBLIC" if grantee is None else _ident(grantee)
+            option = " WITH GRANT OPTION" if grantable else ""
+            grant = f"GRANT {privilege} ON DATABASE {db} TO {who}{option};"
+            if grantor != props.owner:
+                grant = f"SET ROLE {_ident(grantor)}; {grant} RESET ROLE;"
+            out.append(grant)
+    for role, setting in props.settings:
+        key, _, value = setting.partition("=")
+        target = f"ALTER ROLE {_ident(role)} IN DATABASE {db}" if role else f"ALTER DATABASE {db}"
+        out.append(f"{target} SET {_ident(key)} TO {_setting_value(key, value)};")
+    comment = _literal(props.comment) if props.comment is not None else "NULL"
+    out.append(f"COMMENT ON DATABASE {db} IS {comment};")
+    return "\n".join(out)
+
+
+def _pg_dump_ident(name: str) -> str:
+    """How pg_dump writes a database name (fmtId without the keyword list: quoted unless plain)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        return name
+    return _ident(name)
+
+
+def archive_database_sql(pg_restore: str, archive: str, original: str, target: str) -> list[str]:
+    """Database-level statements stored in a custom-format archive, retargeted at ``target``.
+
+    pg_dump (11+) records the database's owner, ACL, settings and comment in every archive, but
+    pg_restore emits them only with --create, for the original name. This reads them from the
+    archive's table of contents (``archive`` may be just the head of the dump: the TOC comes
+    first) and rewrites the database name, for a restore onto a server where the database does
+    not exist yet.
+    """
+    proc = subprocess.run(
+        [pg_restore, "--create", "--schema-only", "--file", "-", archive],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0 and not proc.stdout:
+        raise DatabaseError(
+            f"reading the database properties of {original} from its dump failed: "
+            f"{_error_text(proc.stderr)}"
+        )
+    names = {_pg_dump_ident(original), _ident(original)}
+    new = _ident(target)
+    out: list[str] = []
+    for line in proc.stdout.splitlines():
+        if not line.endswith(";"):
+            continue
+        for name in names:
+            patterns = (
+                f"ALTER DATABASE {name} OWNER TO ",
+                f"ALTER DATABASE {name} SET ",
+                f"ALTER DATABASE {name} CONNECTION LIMIT ",
+                f"COMMENT ON DATABASE {name} IS ",
+            )
+            if line.startswith(patterns):
+                out.append(line.replace(f"DATABASE {name} ", f"DATABASE {new} ", 1))
+            elif line.startswith(("GRANT ", "REVOKE ")) and f" ON DATABASE {name} " in line:
+                out.append(line.replace(f" ON DATABASE {name} ", f" ON DATABASE {new} ", 1))
+            elif line.startswith("ALTER ROLE ") and f" IN DATABASE {name} SET " in line:
+                out.append(line.replace(f" IN DATABASE {name} ", f" IN DATABASE {new} ", 1))
+    return out
+
+
+def run_statements(sql: Sql, statements: list[str]) -> None:
+    """Run statements in one transaction."""
+    if statements:
+        sql.run("BEGIN;\n" + "\n".join(statements) + "\nCOMMIT;")
+
+
+def rename_databases(
+    conn: PgConnection, renames: list[tuple[str, str]], version: int, *, attempts: int = 3
+) -> None:
+    """Rename databases in ONE transaction, ending every session on them first.
+
+    Either every rename happens or none does. A session that connects between the terminate and
+    the rename makes PostgreSQL refuse (after waiting 5 s for it to go); the transaction is then
+    retried, and a persistent client is reported.
+    """
+    if not renames:
+        return
+    names = ", ".join(_literal(n) for pair in renames for n in pair)
+    wait = ", 5000" if version >= 140000 else ""
+    sql = (
+        "SET lock_timeout = '30s';\nBEGIN;\n"
+        f"SELECT count(pg_terminate_backend(pid{wait})) FROM pg_stat_activity "
+        f"WHERE datname IN ({names}) AND pid <> pg_backend_pid();\n"
+        + "".join(
+            f"ALTER DATABASE {_ident(old)} RENAME TO {_ident(new)};\n" for old, new in renames
+        )
+        + "COMMIT;"
+    )
+    for attempt in range(attempts):
+        try:
+            query(conn, "postgres", sql)
+        except DatabaseError as exc:
+            if _BUSY not in exc.message or attempt == attempts - 1:
+                if _BUSY in exc.message:
+                    raise DatabaseError(
+                        f"{exc.message}: a client keeps reconnecting; scale the Lamassu "
+                        "workloads down (spec.workloads) and retry",
+                        reason="DatabaseBusy",
+                    ) from None
+                raise
+            continue
+        return
+
+
+def database_facts(sql: Sql, schema: str | None) -> dict[str, object]:
+    """Row counts per table and the goose state of the database ``sql`` is connected to (or of
+    one of its schemas), now."""
+    return _facts(sql.run, schema)
+
+
+def key_references(
+    ca: Sql, ca_schema: str, kms: Sql, kms_schema: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What must resolve in the key store: (kms key id, engine) of every kms_keys row with a
+    private key, and (serial number, subject key id) of every CA certificate Lamassu manages.
+
+    EXTERNAL CAs are Lamassu's imported CAs without a key, so they are not expected to have one.
+    """
+    kms_rows = kms.run(
+        f"SELECT key_id, engine_id FROM {_ident(kms_schema)}.kms_keys WHERE has_private_key "
+        "ORDER BY 1"
+    )
+    ca_rows = ca.run(
+        f"SELECT serial_number, coalesce(subject_key_id, '') FROM {_ident(ca_schema)}.certificates "
+        "WHERE is_ca AND coalesce(type, '') <> 'EXTERNAL' ORDER BY 1"
+    )
+    return [(r[0], r[1]) for r in kms_rows], [(r[0], r[1]) for r in ca_rows]
+
+
+def user_schemas(sql: Sql) -> list[str]:
+    """Schemas holding anything a restore of the database must not lose (``public`` only when it
+    holds relations: every database has it)."""
+    rows = sql.run(
+        "SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' "
+        "AND n.nspname <> 'information_schema' AND (n.nspname <> 'public' OR EXISTS "
+        "(SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid)) ORDER BY 1",
+    )
+    return [r[0] for r in rows]

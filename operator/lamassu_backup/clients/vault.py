@@ -172,14 +172,50 @@ class VaultClient:
         except (hvac_exc.VaultError, requests.RequestException) as exc:
             raise self._fail(f"writing {mount}/{path}", exc) from None
 
-    def mount_exists(self, mount: str) -> bool:
-        """True when a secrets engine is mounted at ``mount``."""
+    def kv_get(self, mount: str, path: str) -> dict[str, Any] | None:
+        """The data of the latest version of a secret, or None when it is absent or deleted."""
         try:
-            mounts = self.client.sys.list_mounted_secrets_engines()
+            resp = self.client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True
+            )
+        except hvac_exc.InvalidPath:
+            return None
         except (hvac_exc.VaultError, requests.RequestException) as exc:
-            raise self._fail("listing mounts", exc) from None
-        table = mounts.get("data", mounts)
-        return f"{mount.strip('/')}/" in table
+            raise self._fail(f"reading {mount}/{path}", exc) from None
+        data = (resp.get("data") or {}).get("data")
+        return dict(data) if isinstance(data, dict) else None
+
+    def kv_delete(self, mount: str, path: str) -> None:
+        """Delete every version and the metadata of a secret (restore canaries only)."""
+        try:
+            self.client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
+        except hvac_exc.InvalidPath:
+            return
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._fail(f"deleting {mount}/{path}", exc) from None
+
+    def sealed(self) -> bool:
+        """True when the server reports itself sealed."""
+        try:
+            status = self.client.sys.read_seal_status()
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._fail("seal status", exc) from None
+        return bool(status.get("sealed"))
+
+    def mount_exists(self, mount: str) -> bool:
+        """True when a secrets engine is mounted at ``mount``.
+
+        Reads ``sys/mounts/<mount>`` rather than listing every mount, so a token scoped to the
+        Lamassu mounts (and the drills' scratch mounts) is enough.
+        """
+        path = mount.strip("/")
+        try:
+            self.client.adapter.get(f"/v1/sys/mounts/{path}")
+        except (hvac_exc.InvalidRequest, hvac_exc.InvalidPath):
+            return False  # "no secret engine mount at <path>"
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._fail(f"reading mount {path}", exc) from None
+        return True
 
     def enable_kv2(self, mount: str) -> None:
         """Mount a KV v2 engine (scratch mounts for drills)."""

@@ -195,8 +195,9 @@ class RestoreRunConfig(_Config):
 
     mode: Literal["InPlace", "Drill"] = "Drill"
     step: Literal["plan", "restore", "finalize", "rollback"] = "restore"
-    """plan: verify the set and report what would change. restore: verify, restore, swap (InPlace) or
-    validate and tear down (Drill). finalize: drop the databases kept aside. rollback: swap them back."""
+    """plan: verify the set and report what would change. restore: verify, restore, swap
+    (InPlace) or validate and tear down (Drill). finalize: drop the databases kept aside.
+    rollback: swap them back."""
 
     source: S3Settings
     set_prefix: str
@@ -221,6 +222,14 @@ class RestoreRunConfig(_Config):
     """Target server (credentials must allow CREATE/ALTER/DROP DATABASE)."""
 
     postgres_jobs: int = Field(default=1, ge=1, le=16)
+    """pg_restore -j; above 1 each dump is spooled (verified) to a local file first, which needs
+    local disk for the largest dump (measured on 2 cores, 1 GiB: streaming 1.10x pg_restore -j1
+    from a local file, spooled -j2 1.37x; -j pays only with cores to spare on both sides)."""
+
+    postgres_parallel: int = Field(default=2, ge=1, le=8)
+    """Databases restored at the same time, each with its own stream and pg_restore: the small
+    databases restore while the big one does (measured, 1 GiB: 1.10x instead of 1.17x)."""
+
     keep_previous: bool = False
     swap_suffix: str | None = None
     """Suffix of the databases kept aside (<db>__pre_restore_<suffix>), for finalize/rollback."""
@@ -235,4 +244,7 @@ class RestoreRunConfig(_Config):
     """Where each volume archive is restored (by name)."""
 
     key_consistency: bool = True
+    key_store_engines: list[str] = Field(default_factory=list)
+    """kms engine ids whose private keys live in the Vault KV store; empty means every engine."""
+
     dry_run: bool = False
