@@ -82,13 +82,17 @@ platform-down: ## Stop the local platform; fails if any of its processes is left
 	$(PY) -m lamassu_platform down --state .platform
 
 .PHONY: bench-backup
-bench-backup: venv system-deps ## Backup benchmark: runner vs the runbook's pipeline vs pg_dump (BENCH_SIZE_MIB=1024)
+bench-backup: venv system-deps build-deps ## Backup benchmark: runner vs the runbook's pipeline vs pg_dump (BENCH_SIZE_MIB=1024)
 	$(PY) -m bench.backup
 
+.PHONY: bench-restore
+bench-restore: venv system-deps build-deps ## Restore benchmark: runner vs the runbook's restore vs pg_restore from a file (BENCH_SIZE_MIB=1024)
+	$(PY) -m bench.restore
+
+.PHONY: bench-operator
+bench-operator: venv system-deps build-deps ## Operator benchmark: policy -> Job latency, RSS and CPU with 1,000 policies
+	$(PY) -m bench.operator
+
 .PHONY: demo
-demo: ## Run the operator locally on its embedded platform (control plane, PostgreSQL, S3, OpenBao)
-	@echo "make demo will start: a real control plane (etcd + kube-apiserver + controller-manager"
-	@echo "built from the Kubernetes Go modules), a pod runner, PostgreSQL with sample Lamassu data,"
-	@echo "an S3 server, OpenBao, then the operator with a sample policy and an on-demand backup."
-	@echo "Not available yet: it arrives with the local platform and the operator." >&2
-	@exit 1
+demo: platform-up ## Run it locally: the platform, the operator, a sample policy and a backup (stop: make platform-down)
+	$(PY) -m lamassu_platform.demo --state .platform

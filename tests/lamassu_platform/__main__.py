@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,12 +51,17 @@ def _up(state: Path, data_mib: int, timeout: float) -> int:
     state.mkdir(parents=True, exist_ok=True)
     pidfile = state / PIDFILE
     if pidfile.exists() and _alive(int(pidfile.read_text())):
-        print(
-            f"the platform is already running (pid {pidfile.read_text().strip()}); `make platform-down` first"
-        )
+        pid = pidfile.read_text().strip()
+        if (state / READY).exists():
+            print(f"the platform is already running (pid {pid}); `make platform-down` stops it")
+            return 0
+        print(f"the platform is starting or broken (pid {pid}); run `make platform-down` first")
         return 1
     for name in (READY, FAILED):
         (state / name).unlink(missing_ok=True)
+    # Every `up` starts from nothing: data of an earlier platform (OpenBao's raft, etcd) would
+    # belong to services that no longer exist.
+    shutil.rmtree(state / "run", ignore_errors=True)
     log = (state / "platform.log").open("ab")
     proc = subprocess.Popen(
         [
@@ -101,6 +107,17 @@ def _alive(pid: int) -> bool:
 
 
 def _down(state: Path, timeout: float) -> int:
+    operator_pid = state / "operator.pid"  # started by `make demo`
+    if operator_pid.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            pid = int(operator_pid.read_text())
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        operator_pid.unlink(missing_ok=True)
     pidfile = state / PIDFILE
     session: int | None = None
     if pidfile.exists():

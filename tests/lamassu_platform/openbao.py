@@ -158,6 +158,21 @@ path "{mount}/metadata/*" {{
 """
 
 
+def drill_policy_hcl(mount: str) -> str:
+    """What a drill (scheduled verification) needs besides the backup policy: scratch mounts."""
+    return f"""
+path "sys/mounts/{mount}-drill-*" {{
+  capabilities = ["create", "read", "update", "delete"]
+}}
+path "sys/mounts/{mount}" {{
+  capabilities = ["read"]
+}}
+path "{mount}-drill-*" {{
+  capabilities = ["create", "read", "update", "delete", "list"]
+}}
+"""
+
+
 class OpenBao:
     """One OpenBao node: raft storage, TLS on loopback, initialised and unsealed with one key."""
 
@@ -431,6 +446,15 @@ log_level     = "info"
         hcl = backup_policy_hcl(mount or self.kv_mount, allow_restore=allow_restore)
         self.client().sys.create_or_update_policy(name=name, policy=hcl)
         return name
+
+    def create_operator_token(self, mount: str | None = None) -> str:
+        """A token for backups and drills: the backup policy plus scratch-mount rights."""
+        target = mount or self.kv_mount
+        backup = self.write_backup_policy(target)
+        self.client().sys.create_or_update_policy(
+            name="lamassu-drill", policy=drill_policy_hcl(target)
+        )
+        return self.create_token([backup, "lamassu-drill"], ttl="24h")
 
     def create_token(self, policies: list[str], *, ttl: str = "1h") -> str:
         """A child token with only ``policies`` (no ``default``); the caller must not log it."""

@@ -1432,23 +1432,37 @@ def _write_files(root: Path, files: list[tuple[str, bytes, int]]) -> None:
         os.chmod(path, mode)
 
 
+STAGE_ROOT = Path("/run/lamassu-podrunner-stage")
+
+
 def _mount_script(mounts: list[tuple[Path, str, bool]], workdir: str) -> str:
     """A shell script for inside ``unshare --mount``: bind each source at its target, cd, exec.
 
-    Targets are created on the host when missing (an empty directory, or an empty file when the
-    source is a file, such as the termination-message file). Parents are mounted before children.
+    Sources are first bound into a private tmpfs staging area, then from there onto their
+    targets: a target such as ``/tmp`` would otherwise hide sources that live under it (the
+    runner's own state directory often does). Targets are created on the host when missing (an
+    empty directory, or an empty file when the source is a file, such as the termination-message
+    file). Parents are mounted before children.
     """
-    lines = ['fail() { echo "pod runner: $*" >&2; exit 128; }']
-    for src, target, ro in sorted(mounts, key=lambda m: len(Path(m[1]).parts)):
-        s, t = shlex.quote(str(src)), shlex.quote(target)
-        if src.is_dir():
-            lines.append(f"mkdir -p {t} || fail cannot create mount point {t}")
-        else:
-            lines.append(
-                f'[ -e {t} ] || {{ mkdir -p "$(dirname {t})" && : > {t}; }} '
-                f"|| fail cannot create mount point {t}"
-            )
-        lines.append(f"mount --bind {s} {t} || fail cannot mount {t}")
+    stage = shlex.quote(str(STAGE_ROOT))
+    lines = [
+        'fail() { echo "pod runner: $*" >&2; exit 128; }',
+        f"mkdir -p {stage} && mount -t tmpfs -o size=1m,mode=0700 podrunner-stage {stage} "
+        "|| fail cannot prepare the staging area",
+    ]
+    staged: list[tuple[str, str, bool]] = []
+    for i, (src, target, ro) in enumerate(mounts):
+        s, st = shlex.quote(str(src)), shlex.quote(str(STAGE_ROOT / str(i)))
+        lines.append(f"mkdir -p {st}" if src.is_dir() else f": > {st}")
+        lines.append(f"mount --bind {s} {st} || fail cannot stage {s}")
+        staged.append((st, target, ro))
+    for st, target, ro in sorted(staged, key=lambda m: len(Path(m[1]).parts)):
+        t = shlex.quote(target)
+        lines.append(
+            f'if [ -d {st} ]; then mkdir -p {t}; else [ -e {t} ] || {{ mkdir -p "$(dirname {t})" && : > {t}; }}; fi '
+            f"|| fail cannot create mount point {t}"
+        )
+        lines.append(f"mount --bind {st} {t} || fail cannot mount {t}")
         if ro:
             lines.append(f"mount -o remount,bind,ro {t} || fail cannot make {t} read-only")
     w = shlex.quote(workdir)

@@ -138,7 +138,7 @@ class Platform:
                 pg_password=self.pg.password,
                 vault_address=self.openbao.address,
                 vault_ca=self.openbao.ca_cert_path.read_bytes(),
-                vault_token=self.openbao.create_backup_token(KV_MOUNT),
+                vault_token=self.openbao.create_operator_token(KV_MOUNT),
                 s3_access_key=self.s3.access_key,
                 s3_secret_key=self.s3.secret_key,
                 recipients_asc=self.gpg.recipients_asc,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,46 +18,22 @@ from kubernetes.client.exceptions import ApiException
 from lamassu_backup.builders import crd
 from lamassu_backup.models.resources import GROUP, KINDS, KINDS_BY_NAME, VERSION
 from lamassu_platform.controlplane import ControlPlane
+from lamassu_platform.stack import api_client as platform_api
+from lamassu_platform.stack import apply_crds
 
 pytestmark = pytest.mark.platform
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def api(control_plane: ControlPlane) -> client.ApiClient:
-    from kubernetes import config
-
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=str(control_plane.kubeconfig), client_configuration=cfg)
-    return client.ApiClient(cfg)
+    return platform_api(control_plane.kubeconfig)
 
 
 @pytest.fixture(scope="module")
 def installed(control_plane: ControlPlane) -> client.ApiClient:
-    """The CRDs applied (server-side) and Established."""
+    """The CRDs applied and Established."""
     api_client = api(control_plane)
-    ext = client.ApiextensionsV1Api(api_client)
-    for doc in crd.all_crds():
-        name = doc["metadata"]["name"]
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(name)
-            doc["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(name, doc)
-    deadline = time.monotonic() + 30
-    for doc in crd.all_crds():
-        while True:
-            conditions = (
-                ext.read_custom_resource_definition(doc["metadata"]["name"]).status.conditions or []
-            )
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            assert time.monotonic() < deadline, (
-                f"{doc['metadata']['name']} never became Established"
-            )
-            time.sleep(0.2)
+    apply_crds(api_client)
     return api_client
 
 

@@ -90,6 +90,9 @@ def test_cron_accepts(expr: str) -> None:
         ("61 * * * *", "invalid cron schedule"),
         ("@fortnightly", "unknown cron macro"),
         ("* * 32 * *", "invalid cron schedule"),
+        ("R * * * *", "random or hashed"),
+        ("H 3 * * *", "random or hashed"),
+        ("0 0 30 2 *", "never fires"),
     ],
 )
 def test_cron_refuses(expr: str, message: str) -> None:

@@ -193,6 +193,9 @@ class BackupStatus(StatusModel):
     location: str | None = None
     """s3:// URL of the set's folder."""
 
+    set_time: str | None = None
+    """The set's folder name (UTC time), fixed when the run starts."""
+
     manifest: ManifestRef | None = None
     """The set's manifest; present only when the set is complete."""
 

@@ -105,6 +105,24 @@ class LabelSelector(CRModel):
                 parts.append(f"{expr.key} {op} ({','.join(expr.values)})")
         return ",".join(parts)
 
+    def matches(self, labels: dict[str, str]) -> bool:
+        """True when ``labels`` satisfy every requirement (an empty selector matches nothing)."""
+        if self.is_empty():
+            return False
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for expr in self.match_expressions:
+            present = expr.key in labels
+            ok = {
+                "In": present and labels.get(expr.key) in expr.values,
+                "NotIn": not present or labels.get(expr.key) not in expr.values,
+                "Exists": present,
+                "DoesNotExist": not present,
+            }[expr.operator]
+            if not ok:
+                return False
+        return True
+
     def is_empty(self) -> bool:
         """True when the selector names no requirement at all."""
         return not self.match_labels and not self.match_expressions

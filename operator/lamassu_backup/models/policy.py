@@ -306,6 +306,9 @@ class Components(CRModel):
     aws_kms: AwsKmsComponent | None = None
     """AWS KMS key metadata."""
 
+    volumes_recovery_point_objective: Duration = timedelta(hours=25)
+    """Stale when the last successful backup of the volumes is older than this."""
+
     @field_validator("volumes")
     @classmethod
     def _unique_volume_names(cls, volumes: list[VolumeSource]) -> list[VolumeSource]:
@@ -534,6 +537,15 @@ class RunnerSettings(CRModel):
     ttl_after_finished: Duration = timedelta(days=1)
     """Finished Jobs are garbage-collected after this; results live on in LamassuBackup status."""
 
+    run_as_user: int = Field(default=65532, ge=1)
+    """Non-root user of the runner; for the volumes component, the owner of the files it reads."""
+
+    run_as_group: int = Field(default=65532, ge=1)
+    """Group of the runner process."""
+
+    fs_group: int | None = Field(default=65532, ge=1)
+    """Group owning mounted volumes (lets the runner read Secret files and PVCs)."""
+
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels on runner Pods (e.g. for NetworkPolicies)."""
 
@@ -670,6 +682,12 @@ class BackupPolicyStatus(StatusModel):
 
     recent_runs: list[RunRecord] = Field(default_factory=list)
     """Newest first, bounded by spec.recentRunsLimit."""
+
+    last_verification_schedule_time: datetime | None = None
+    """The last verification tick acted on."""
+
+    run_now_handled: str | None = None
+    """The last value of the backup.lamassu.io/run-now annotation acted on."""
 
     retention: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}

@@ -111,7 +111,7 @@ KINDS: tuple[ResourceKind, ...] = (
         columns=(
             PrinterColumn("Schedule", ".spec.schedule", description="Cron schedule"),
             PrinterColumn("Last Success", ".status.lastSuccessfulTime", "date"),
-            PrinterColumn("Next", ".status.nextScheduleTime", "date"),
+            PrinterColumn("Next", ".status.nextScheduleTime", description="Next run (UTC)"),
             PrinterColumn("Stale", _condition("Stale"), description="A component is past its RPO"),
             PrinterColumn("Ready", _condition("Ready")),
             _AGE,

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"^(?:[0-9]+[smhdw])+$")
 _DURATION_PART_RE = re.compile(r"([0-9]+)([smhdw])")
 DURATION_PATTERN = r"^([0-9]+[smhdw])+$"
+
+_RANDOM_FIELD = re.compile(r"(?<![a-z])[rh](?![a-z])", re.IGNORECASE)
+"""croniter's R and H fields are random: a schedule must be the same on every evaluation."""
+_NEVER_BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 CRON_MACROS = (
     "@yearly",
@@ -84,8 +88,19 @@ def validate_cron(value: str) -> str:
             f"invalid cron schedule {value!r}: five fields (minute hour day month weekday) "
             "or a macro such as @hourly"
         )
+    if _RANDOM_FIELD.search(text):
+        raise ValueError(
+            f"cron schedule {value!r} uses a random or hashed field (R/H); "
+            "use spec.jitter to spread runs deterministically"
+        )
     if not croniter.is_valid(text):
         raise ValueError(f"invalid cron schedule {value!r}")
+    try:
+        croniter(text, _NEVER_BASE).get_next(datetime)
+    except (CroniterBadDateError, ValueError):
+        raise ValueError(
+            f"cron schedule {value!r} never fires: no tick matches (e.g. February 30th)"
+        ) from None
     return text
 
 

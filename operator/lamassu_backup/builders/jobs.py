@@ -1,0 +1,582 @@
+"""Job manifests for backup, commit and verification runs: pure functions of the resources.
+
+Every credential reaches the runner as a file from a Secret volume; the runner's configuration
+(:class:`RunnerConfig`) only says where those files are. Names are deterministic, so the operator
+can always find, adopt or refuse to duplicate a Job after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models.backup import Trigger
+from ..models.common import AwsCredentialsSecretRef, BasicAuthSecretRef, SecretKeyRef
+from ..models.policy import BackupPolicySpec, PostgresComponent, RunnerSettings, VaultComponent
+from ..models.runner import (
+    CONFIG_ENV,
+    SECRETS_ROOT,
+    AwsKmsSettings,
+    ConfigSettings,
+    GpgSettings,
+    PostgresSettings,
+    RestoreRunConfig,
+    RunnerConfig,
+    S3Settings,
+    VaultSettings,
+    VolumeSettings,
+)
+from . import layout
+
+GROUP = "backup.lamassu.io"
+LABEL_POLICY = f"{GROUP}/policy"
+LABEL_BACKUP = f"{GROUP}/backup"
+LABEL_COMPONENT = f"{GROUP}/component"
+LABEL_ROLE = f"{GROUP}/role"
+MANAGED_BY = "lamassu-backup-operator"
+RESTORE_CONFIG_ENV = "LAMASSU_RESTORE_CONFIG"
+VOLUMES_ROOT = "/var/run/lamassu-backup/volumes"
+SCRATCH = "/tmp"  # noqa: S108 - an emptyDir in memory, the only writable path in the Pod
+
+
+@dataclass
+class _Mounts:
+    """Secret keys to mount, collected while building the runner config."""
+
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    _by_secret: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def file(self, secret: str, key: str, filename: str) -> str:
+        """Mount ``key`` of ``secret`` as ``filename``; returns the path the runner reads."""
+        volume = self._by_secret.get(secret)
+        if volume is None:
+            name = layout.bounded_name("secret", secret)
+            volume = {
+                "name": name,
+                "secret": {"secretName": secret, "items": [], "defaultMode": 0o440},
+            }
+            self._by_secret[secret] = volume
+            self.volumes.append(volume)
+            self.mounts.append(
+                {"name": name, "mountPath": f"{SECRETS_ROOT}/{secret}", "readOnly": True}
+            )
+        items = volume["secret"]["items"]
+        target = filename
+        existing = next((i for i in items if i["key"] == key), None)
+        if existing is not None:
+            target = existing["path"]
+        else:
+            items.append({"key": key, "path": target})
+        return f"{SECRETS_ROOT}/{secret}/{target}"
+
+    def ref(self, ref: SecretKeyRef | None, filename: str) -> str | None:
+        """Mount one SecretKeyRef (None passes through)."""
+        return self.file(ref.name, ref.key, filename) if ref else None
+
+
+def _aws_files(mounts: _Mounts, ref: AwsCredentialsSecretRef | None, prefix: str) -> dict[str, Any]:
+    """Mount an AWS key pair; no files at all means the Pod's ambient credentials (IRSA)."""
+    if ref is None:
+        return {}
+    files: dict[str, Any] = {
+        "access_key_id_file": mounts.file(
+            ref.name, ref.access_key_id_key, f"{prefix}-access-key-id"
+        ),
+        "secret_access_key_file": mounts.file(
+            ref.name, ref.secret_access_key_key, f"{prefix}-secret-access-key"
+        ),
+    }
+    if ref.session_token_key:
+        files["session_token_file"] = mounts.file(
+            ref.name, ref.session_token_key, f"{prefix}-session-token"
+        )
+    return files
+
+
+def _basic_auth(mounts: _Mounts, ref: BasicAuthSecretRef, prefix: str) -> tuple[str, str]:
+    return (
+        mounts.file(ref.name, ref.username_key, f"{prefix}-username"),
+        mounts.file(ref.name, ref.password_key, f"{prefix}-password"),
+    )
+
+
+def vault_settings(mounts: _Mounts, vault: VaultComponent) -> VaultSettings:
+    """Runner settings for a Vault component, with its auth material mounted."""
+    auth = vault.auth
+    return VaultSettings(
+        address=vault.address,
+        ca_file=mounts.ref(vault.ca_secret, "vault-ca.crt"),
+        token_file=mounts.ref(auth.token_secret, "vault-token"),
+        role_id_file=mounts.ref(auth.app_role.role_id_secret, "vault-role-id")
+        if auth.app_role
+        else None,
+        secret_id_file=mounts.ref(auth.app_role.secret_id_secret, "vault-secret-id")
+        if auth.app_role
+        else None,
+        approle_mount=auth.app_role.mount_path if auth.app_role else "approle",
+        kubernetes_role=auth.kubernetes.role if auth.kubernetes else None,
+        kubernetes_mount=auth.kubernetes.mount_path if auth.kubernetes else "kubernetes",
+        raft_snapshot=vault.raft_snapshot,
+        kv_mounts=list(vault.kv_mounts),
+    )
+
+
+def postgres_settings(mounts: _Mounts, pg: PostgresComponent) -> PostgresSettings:
+    """Runner settings for the PostgreSQL server, with its credentials mounted."""
+    user_file, password_file = _basic_auth(mounts, pg.credentials_secret, "postgres")
+    return PostgresSettings(
+        host=pg.host,
+        port=pg.port,
+        ssl_mode=pg.ssl_mode,
+        ca_file=mounts.ref(pg.ca_secret, "postgres-ca.crt"),
+        username_file=user_file,
+        password_file=password_file,
+        layout=pg.layout,
+        databases=list(pg.databases),
+        database=pg.database,
+        schemas=list(pg.schemas),
+        compression=pg.compression,
+    )
+
+
+def s3_settings(mounts: _Mounts, policy: BackupPolicySpec) -> S3Settings:
+    """Runner settings for the destination bucket."""
+    s3 = policy.destination.s3
+    return S3Settings(
+        bucket=s3.bucket,
+        region=s3.region,
+        endpoint=s3.endpoint,
+        force_path_style=s3.force_path_style,
+        ca_file=mounts.ref(s3.ca_secret, "s3-ca.crt"),
+        sse=s3.server_side_encryption.type,
+        kms_key_id=s3.server_side_encryption.kms_key_id,
+        storage_class=s3.storage_class,
+        **_aws_files(mounts, s3.credentials_secret, "s3"),
+    )
+
+
+def runner_config(
+    policy: BackupPolicySpec,
+    *,
+    namespace: str,
+    policy_name: str,
+    backup_name: str,
+    set_time: str,
+    components: list[str],
+    mounts: _Mounts,
+) -> RunnerConfig:
+    """The runner configuration for ``components`` of one set, mounting what they need."""
+    comps = policy.components
+    prefix = layout.set_prefix(policy.destination.s3.prefix, namespace, policy_name, set_time)
+    gpg = policy.encryption.gpg
+    cfg: dict[str, Any] = {
+        "namespace": namespace,
+        "policy": policy_name,
+        "backup": backup_name,
+        "set_time": set_time,
+        "set_prefix": prefix,
+        "components": components,
+        "destination": s3_settings(mounts, policy),
+        "gpg": GpgSettings(
+            recipients_file=mounts.file(
+                gpg.recipients_secret.name, gpg.recipients_secret.key, "recipients.asc"
+            ),
+            signing_key_file=mounts.ref(gpg.signing_key_secret, "signing.asc"),
+            signing_passphrase_file=mounts.ref(
+                gpg.signing_key_passphrase_secret, "signing-passphrase"
+            ),
+        ),
+    }
+    if "postgres" in components and comps.postgres:
+        cfg["postgres"] = postgres_settings(mounts, comps.postgres)
+    if "vault" in components and comps.vault:
+        cfg["vault"] = vault_settings(mounts, comps.vault)
+    if "config" in components and comps.config:
+        cfg["config"] = ConfigSettings(
+            namespace=namespace,
+            config_maps=list(comps.config.config_maps),
+            secrets=list(comps.config.secrets),
+            selector=comps.config.selector.to_query() if comps.config.selector else None,
+        )
+    if "volumes" in components:
+        cfg["volumes"] = [
+            VolumeSettings(name=v.name, path=f"{VOLUMES_ROOT}/{v.name}") for v in comps.volumes
+        ]
+    if "awsKms" in components and comps.aws_kms:
+        kms = comps.aws_kms
+        cfg["aws_kms"] = AwsKmsSettings(
+            region=kms.region,
+            endpoint=kms.endpoint,
+            key_ids=list(kms.key_ids),
+            **_aws_files(mounts, kms.credentials_secret, "kms"),
+        )
+    return RunnerConfig(**cfg)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The object a Job belongs to (garbage-collected with it)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        """An ownerReference to it, as controller."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def _pod_security(runner: RunnerSettings) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": runner.run_as_user,
+        "runAsGroup": runner.run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if runner.fs_group is not None:
+        ctx["fsGroup"] = runner.fs_group
+    return ctx
+
+
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+}
+
+
+def job_manifest(
+    *,
+    name: str,
+    namespace: str,
+    owner: Owner,
+    runner: RunnerSettings,
+    labels: dict[str, str],
+    command: list[str],
+    env: dict[str, str],
+    mounts: _Mounts,
+    extra_volumes: list[dict[str, Any]] | None = None,
+    extra_mounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A batch/v1 Job running the runner with a restricted security context."""
+    all_labels = {
+        "app.kubernetes.io/name": "lamassu-backup-runner",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **labels,
+    }
+    pod_labels = {**runner.pod_labels, **all_labels}
+    volumes = [
+        {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        *mounts.volumes,
+        *(extra_volumes or []),
+    ]
+    volume_mounts = [
+        {"name": "scratch", "mountPath": SCRATCH},
+        *mounts.mounts,
+        *(extra_mounts or []),
+    ]
+    container: dict[str, Any] = {
+        "name": "runner",
+        "image": runner.image,
+        "imagePullPolicy": runner.image_pull_policy,
+        "command": command,
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())]
+        + [{"name": "LAMASSU_SCRATCH", "value": SCRATCH}, {"name": "HOME", "value": SCRATCH}],
+        "resources": {
+            "requests": dict(runner.resources.requests),
+            "limits": dict(runner.resources.limits),
+        },
+        "securityContext": dict(_CONTAINER_SECURITY),
+        "volumeMounts": volume_mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": runner.service_account_name,
+        "securityContext": _pod_security(runner),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if runner.node_selector:
+        pod_spec["nodeSelector"] = dict(runner.node_selector)
+    if runner.tolerations:
+        pod_spec["tolerations"] = [t.to_api() for t in runner.tolerations]
+    if runner.priority_class_name:
+        pod_spec["priorityClassName"] = runner.priority_class_name
+    if runner.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in runner.image_pull_secrets]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": all_labels,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "backoffLimit": runner.backoff_limit,
+            "activeDeadlineSeconds": int(runner.active_deadline.total_seconds()),
+            "ttlSecondsAfterFinished": int(runner.ttl_after_finished.total_seconds()),
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": dict(runner.pod_annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def component_job_name(backup: str, component: str) -> str:
+    """Deterministic name of a component's Job."""
+    return layout.bounded_name(backup, component.lower())
+
+
+def commit_job_name(backup: str) -> str:
+    """Deterministic name of the commit Job."""
+    return layout.bounded_name(backup, "commit")
+
+
+def verify_job_name(backup: str, time_str: str) -> str:
+    """Deterministic name of a verification drill Job (one per scheduled tick)."""
+    return layout.bounded_name(backup, f"verify-{time_str.lower()}")
+
+
+def backup_job(
+    policy: BackupPolicySpec,
+    *,
+    namespace: str,
+    policy_name: str,
+    backup_name: str,
+    set_time: str,
+    component: str,
+    owner: Owner,
+) -> dict[str, Any]:
+    """The Job backing up one component of a set (it records its outcome; commit comes later)."""
+    mounts = _Mounts()
+    cfg = runner_config(
+        policy,
+        namespace=namespace,
+        policy_name=policy_name,
+        backup_name=backup_name,
+        set_time=set_time,
+        components=[component],
+        mounts=mounts,
+    )
+    extra_volumes: list[dict[str, Any]] = []
+    extra_mounts: list[dict[str, Any]] = []
+    if component == "volumes":
+        for vol in policy.components.volumes:
+            vname = layout.bounded_name("data", vol.name)
+            extra_volumes.append(
+                {
+                    "name": vname,
+                    "persistentVolumeClaim": {"claimName": vol.claim_name, "readOnly": True},
+                }
+            )
+            mount: dict[str, Any] = {
+                "name": vname,
+                "mountPath": f"{VOLUMES_ROOT}/{vol.name}",
+                "readOnly": True,
+            }
+            if vol.sub_path:
+                mount["subPath"] = vol.sub_path
+            extra_mounts.append(mount)
+    return job_manifest(
+        name=component_job_name(backup_name, component),
+        namespace=namespace,
+        owner=owner,
+        runner=policy.runner,
+        labels={
+            LABEL_POLICY: policy_name,
+            LABEL_BACKUP: backup_name,
+            LABEL_COMPONENT: component,
+            LABEL_ROLE: "backup",
+        },
+        command=["lamassu-backup", "runner", "backup", "--component", component, "--no-commit"],
+        env={CONFIG_ENV: cfg.model_dump_json(by_alias=True, exclude_none=True)},
+        mounts=mounts,
+        extra_volumes=extra_volumes,
+        extra_mounts=extra_mounts,
+    )
+
+
+def commit_job(
+    policy: BackupPolicySpec,
+    *,
+    namespace: str,
+    policy_name: str,
+    backup_name: str,
+    set_time: str,
+    components: list[str],
+    owner: Owner,
+) -> dict[str, Any]:
+    """The Job that writes the set's manifest (and signature) once every component Job ended."""
+    mounts = _Mounts()
+    cfg = runner_config(
+        policy,
+        namespace=namespace,
+        policy_name=policy_name,
+        backup_name=backup_name,
+        set_time=set_time,
+        components=components,
+        mounts=mounts,
+    )
+    # The commit reads part records and signs: it needs the bucket and the signing key only.
+    slim = cfg.model_copy(
+        update={"postgres": None, "vault": None, "config": None, "volumes": [], "aws_kms": None}
+    )
+    keep = {
+        slim.destination.access_key_id_file,
+        slim.destination.secret_access_key_file,
+        slim.destination.session_token_file,
+        slim.destination.ca_file,
+        slim.gpg.recipients_file,
+        slim.gpg.signing_key_file,
+        slim.gpg.signing_passphrase_file,
+    }
+    _prune(mounts, {p for p in keep if p})
+    return job_manifest(
+        name=commit_job_name(backup_name),
+        namespace=namespace,
+        owner=owner,
+        runner=policy.runner,
+        labels={
+            LABEL_POLICY: policy_name,
+            LABEL_BACKUP: backup_name,
+            LABEL_COMPONENT: "commit",
+            LABEL_ROLE: "commit",
+        },
+        command=["lamassu-backup", "runner", "commit", "--allow-partial"],
+        env={CONFIG_ENV: slim.model_dump_json(by_alias=True, exclude_none=True)},
+        mounts=mounts,
+    )
+
+
+def _prune(mounts: _Mounts, keep_paths: set[str]) -> None:
+    """Drop Secret items (and empty volumes) no path in ``keep_paths`` refers to."""
+    for volume in list(mounts.volumes):
+        secret = volume["secret"]["secretName"]
+        items = [
+            i
+            for i in volume["secret"]["items"]
+            if f"{SECRETS_ROOT}/{secret}/{i['path']}" in keep_paths
+        ]
+        if items:
+            volume["secret"]["items"] = items
+        else:
+            mounts.volumes.remove(volume)
+            mounts.mounts[:] = [m for m in mounts.mounts if m["name"] != volume["name"]]
+
+
+def verify_job(
+    policy: BackupPolicySpec,
+    *,
+    namespace: str,
+    policy_name: str,
+    backup_name: str,
+    set_time: str,
+    components: list[str],
+    tick: str,
+    owner: Owner,
+) -> dict[str, Any] | None:
+    """A drill Job restoring the set into scratch targets; None when verification lacks a key."""
+    verification = policy.verification
+    if verification.decryption_key_secret is None:
+        return None
+    mounts = _Mounts()
+    source = s3_settings(mounts, policy)
+    comps = policy.components
+    pg_settings = (
+        postgres_settings(mounts, comps.postgres)
+        if comps.postgres and "postgres" in components
+        else None
+    )
+    cfg = RestoreRunConfig(
+        namespace=namespace,
+        restore=verify_job_name(backup_name, tick),
+        mode="Drill",
+        step="restore",
+        source=source,
+        set_prefix=layout.set_prefix(
+            policy.destination.s3.prefix, namespace, policy_name, set_time
+        ),
+        backup=backup_name,
+        components=[c for c in components if c in ("postgres", "vault")],
+        decryption_key_file=mounts.file(
+            verification.decryption_key_secret.name,
+            verification.decryption_key_secret.key,
+            "decryption.asc",
+        ),
+        decryption_passphrase_file=mounts.ref(
+            verification.decryption_key_passphrase_secret, "decryption-passphrase"
+        ),
+        signer_key_file=mounts.ref(verification.signer_key_secret, "signer.asc"),
+        require_signature=verification.signer_key_secret is not None,
+        postgres=pg_settings,
+        vault=vault_settings(mounts, comps.vault)
+        if comps.vault and "vault" in components
+        else None,
+        key_consistency=verification.key_consistency,
+    )
+    return job_manifest(
+        name=verify_job_name(backup_name, tick),
+        namespace=namespace,
+        owner=owner,
+        runner=policy.runner,
+        labels={
+            LABEL_POLICY: policy_name,
+            LABEL_BACKUP: backup_name,
+            LABEL_COMPONENT: "verify",
+            LABEL_ROLE: "verify",
+        },
+        command=["lamassu-backup", "runner", "restore"],
+        env={RESTORE_CONFIG_ENV: cfg.model_dump_json(by_alias=True, exclude_none=True)},
+        mounts=mounts,
+    )
+
+
+def backup_resource(
+    *,
+    namespace: str,
+    policy_name: str,
+    name: str,
+    trigger: Trigger,
+    components: list[str],
+    scheduled_time: str | None = None,
+    location: str | None = None,
+) -> dict[str, Any]:
+    """A LamassuBackup record.
+
+    Deliberately not owned by its policy: deleting a policy (by mistake, or by a GitOps prune)
+    must not delete the records a restore points at. The sets in S3 are never deleted with it.
+    """
+    spec: dict[str, Any] = {
+        "policyRef": {"name": policy_name},
+        "trigger": trigger.value,
+        "components": components,
+    }
+    if scheduled_time:
+        spec["scheduledTime"] = scheduled_time
+    if location:
+        spec["location"] = location
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "LamassuBackup",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_POLICY: policy_name, "app.kubernetes.io/managed-by": MANAGED_BY},
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,99 @@
+"""Prometheus metrics, named after Velero's and CloudNativePG's so existing alerts translate.
+
+Exported directly by the operator (no Pushgateway): staleness is a gauge per component, so
+``lamassu_backup_stale == 1`` or ``time() - lamassu_backup_last_success_timestamp_seconds > ...``
+are alert rules on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+_LABELS = ("namespace", "policy")
+
+LAST_SUCCESS = Gauge(
+    "lamassu_backup_last_success_timestamp_seconds",
+    "Unix time of the last successful backup of a component.",
+    [*_LABELS, "component"],
+    registry=REGISTRY,
+)
+LAST_FAILURE = Gauge(
+    "lamassu_backup_last_failure_timestamp_seconds",
+    "Unix time of the last failed or partially failed run.",
+    _LABELS,
+    registry=REGISTRY,
+)
+LAST_DURATION = Gauge(
+    "lamassu_backup_last_run_duration_seconds",
+    "Wall time of the last finished run.",
+    _LABELS,
+    registry=REGISTRY,
+)
+LAST_SIZE = Gauge(
+    "lamassu_backup_last_run_size_bytes",
+    "Stored bytes of a component in the last finished run.",
+    [*_LABELS, "component"],
+    registry=REGISTRY,
+)
+RUNS = Counter(
+    "lamassu_backup_runs_total",
+    "Runs by outcome: Completed, PartiallyFailed, Failed, Skipped, Missed.",
+    [*_LABELS, "outcome"],
+    registry=REGISTRY,
+)
+STALE = Gauge(
+    "lamassu_backup_stale",
+    "1 when a component's last success is older than its recovery-point objective.",
+    [*_LABELS, "component"],
+    registry=REGISTRY,
+)
+AGE = Gauge(
+    "lamassu_backup_age_seconds",
+    "Seconds since a component's last successful backup (when the policy was last evaluated).",
+    [*_LABELS, "component"],
+    registry=REGISTRY,
+)
+LAST_VERIFIED = Gauge(
+    "lamassu_backup_last_verification_timestamp_seconds",
+    "Unix time of the last successful test restore (verification) of a policy's sets.",
+    _LABELS,
+    registry=REGISTRY,
+)
+VERIFICATIONS = Counter(
+    "lamassu_backup_verifications_total",
+    "Test restores by outcome: Verified, Failed.",
+    [*_LABELS, "outcome"],
+    registry=REGISTRY,
+)
+RETENTION_DELETED = Counter(
+    "lamassu_backup_retention_deleted_total",
+    "Sets deleted by retention.",
+    _LABELS,
+    registry=REGISTRY,
+)
+RETENTION_ERRORS = Counter(
+    "lamassu_backup_retention_errors_total",
+    "Retention passes that failed to delete a set.",
+    _LABELS,
+    registry=REGISTRY,
+)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on ``port`` (0 disables)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)
+
+
+def forget_policy(namespace: str, policy: str) -> None:
+    """Drop a deleted policy's series so dashboards do not show ghosts."""
+    for metric in (LAST_SUCCESS, LAST_SIZE, STALE, AGE):
+        for labels in list(metric._metrics):
+            if labels[:2] == (namespace, policy):
+                metric.remove(*labels)
+    for metric in (LAST_FAILURE, LAST_DURATION, LAST_VERIFIED):
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, policy)

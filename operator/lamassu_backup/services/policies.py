@@ -1,0 +1,584 @@
+"""One policy's loop: schedule runs, record skipped and missed ticks, watch staleness and
+verification, report it all as conditions a person can read.
+
+``tick`` is called whenever something may have changed (a timer at the next due time, a run
+ending, an annotation, a spec change). It is idempotent: the watermark of acted-on ticks lives
+in the policy's status, so a restarted operator neither repeats nor forgets a tick.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..builders import conditions as cond
+from ..builders import jobs, layout, schedule
+from ..builders import staleness as stale
+from ..clients.kube import KubeApi
+from ..errors import LamassuBackupError
+from ..models.backup import BackupPhase, Trigger
+from ..models.common import Condition, ConditionStatus
+from ..models.policy import (
+    BackupPolicySpec,
+    BackupPolicyStatus,
+    ComponentStatus,
+    RunPhase,
+    RunRecord,
+)
+from ..models.types import format_duration
+from . import metrics
+from . import secrets as secret_refs
+from .common import Event, RunSummary, Settings, iso, parse_time, ref
+from .runs import RunService
+
+RUN_NOW_ANNOTATION = "backup.lamassu.io/run-now"
+"""Set (to any new value) on a policy to back up now; each distinct value runs once."""
+
+
+@dataclass
+class TickResult:
+    """What one tick did, and when to look again."""
+
+    patch: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    sleep: timedelta = timedelta(seconds=60)
+    created: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Tick:
+    """The working state of one tick: inputs, and the status being built."""
+
+    body: dict[str, Any]
+    spec: BackupPolicySpec
+    status: BackupPolicyStatus
+    runs: Sequence[RunSummary]
+    now: datetime
+    conditions: list[Condition]
+    records: list[RunRecord]
+    patch: dict[str, Any] = field(default_factory=dict)
+    result: TickResult = field(default_factory=TickResult)
+    wake: list[datetime] = field(default_factory=list)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def generation(self) -> int | None:
+        value = self.body["metadata"].get("generation")
+        return int(value) if value is not None else None
+
+    @property
+    def created_at(self) -> datetime:
+        return parse_time(self.body["metadata"].get("creationTimestamp")) or self.now
+
+    def condition(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        """Set a condition on the status being built."""
+        self.conditions = cond.set_condition(
+            self.conditions,
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            now=self.now,
+            generation=self.generation,
+        )
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        """Queue an Event on the policy."""
+        self.result.events.append(Event(ref(self.body), type_, reason, message))
+
+    def record(self, phase: RunPhase, tick: datetime, reason: str) -> None:
+        """Record a skipped or missed tick in recentRuns (it has no LamassuBackup)."""
+        self.records.append(
+            RunRecord(
+                phase=phase, trigger=Trigger.SCHEDULED.value, scheduled_time=tick, reason=reason
+            )
+        )
+        metrics.RUNS.labels(self.namespace, self.name, phase.value).inc()
+
+
+def rpo_of(spec: BackupPolicySpec) -> dict[str, timedelta]:
+    """Recovery-point objective per configured component."""
+    comps = spec.components
+    out: dict[str, timedelta] = {}
+    if comps.postgres:
+        out["postgres"] = comps.postgres.recovery_point_objective
+    if comps.vault:
+        out["vault"] = comps.vault.recovery_point_objective
+    if comps.config:
+        out["config"] = comps.config.recovery_point_objective
+    if comps.volumes:
+        out["volumes"] = comps.volumes_recovery_point_objective
+    if comps.aws_kms:
+        out["awsKms"] = comps.aws_kms.recovery_point_objective
+    return out
+
+
+def last_success(runs: Sequence[RunSummary], component: str) -> datetime | None:
+    """When ``component`` last completed in any run."""
+    times = [
+        r.completed_at
+        for r in runs
+        if r.completed_at is not None
+        and r.phase in (BackupPhase.COMPLETED.value, BackupPhase.PARTIALLY_FAILED.value)
+        and r.components.get(component) == BackupPhase.COMPLETED.value
+    ]
+    return max(times) if times else None
+
+
+class PolicyService:
+    """Reconciles LamassuBackupPolicy objects."""
+
+    def __init__(self, kube: KubeApi, runs: RunService, settings: Settings) -> None:
+        self.kube = kube
+        self.runs = runs
+        self.settings = settings
+        self._secrets_checked: dict[tuple[str, str, int], tuple[datetime, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def tick(self, body: dict[str, Any], runs: Sequence[RunSummary], now: datetime) -> TickResult:
+        """Evaluate one policy now."""
+        status = BackupPolicyStatus.model_validate(body.get("status") or {})
+        try:
+            spec = BackupPolicySpec.model_validate(body["spec"])
+        except ValidationError as exc:
+            return self._invalid(body, status, exc, now)
+        t = _Tick(
+            body=body,
+            spec=spec,
+            status=status,
+            runs=runs,
+            now=now,
+            conditions=list(status.conditions),
+            records=[
+                r for r in status.recent_runs if r.phase in (RunPhase.SKIPPED, RunPhase.MISSED)
+            ],
+        )
+        ready_error = self._ready(t)
+        self._schedule(t, ready_error)
+        self._on_demand(t)
+        self._freshness(t)
+        self._last_run(t)
+        self._verification(t)
+        self._recent_runs(t)
+        t.patch["conditions"] = [c.to_api() for c in t.conditions]
+        t.patch["observedGeneration"] = t.generation
+        current = body.get("status") or {}
+        changed = {k: v for k, v in t.patch.items() if current.get(k) != v}
+        t.result.patch = changed or None
+        t.wake.append(now + timedelta(seconds=self.settings.policy_max_sleep_seconds))
+        t.result.sleep = max(min(t.wake) - now, timedelta(seconds=1))
+        return t.result
+
+    # -- the parts of a tick -----------------------------------------------------------------
+
+    def _invalid(
+        self, body: dict[str, Any], status: BackupPolicyStatus, exc: ValidationError, now: datetime
+    ) -> TickResult:
+        """A spec the models refuse (the CRD lets through what CEL cannot check: time zones...)."""
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        message = f"spec.{where}: {error['msg']}" if where else str(error["msg"])
+        result = TickResult()
+        conditions = cond.set_condition(
+            status.conditions,
+            type=cond.READY,
+            status=ConditionStatus.FALSE,
+            reason="InvalidSpec",
+            message=message,
+            now=now,
+            generation=body["metadata"].get("generation"),
+        )
+        if conditions != status.conditions:
+            result.patch = {
+                "conditions": [c.to_api() for c in conditions],
+                "observedGeneration": body["metadata"].get("generation"),
+            }
+            result.events.append(Event(ref(body), "Warning", "InvalidSpec", message))
+        return result
+
+    def _ready(self, t: _Tick) -> str | None:
+        """Ready: valid spec and every referenced Secret present (checked now and then)."""
+        error = self._check_secrets(t.namespace, t.name, t.generation, t.spec, t.now)
+        before = cond.get_condition(t.conditions, cond.READY)
+        if error:
+            reason, _, message = error.partition(": ")
+            t.condition(cond.READY, ConditionStatus.FALSE, reason, message)
+            if (
+                before is None
+                or before.status != ConditionStatus.FALSE
+                or before.message != message
+            ):
+                t.event("Warning", reason, message)
+        else:
+            t.condition(
+                cond.READY,
+                ConditionStatus.TRUE,
+                "Ready",
+                "the policy is valid and every referenced Secret exists",
+            )
+            if before is not None and before.status == ConditionStatus.FALSE:
+                t.event("Normal", "Ready", "every referenced Secret exists now")
+        return error
+
+    def _schedule(self, t: _Tick, ready_error: str | None) -> None:
+        """Fire the due tick (or record why not) and record missed ones."""
+        spec = t.spec
+        decision = schedule.decide(
+            schedule=spec.schedule,
+            time_zone=spec.time_zone,
+            jitter=schedule.jitter_offset(f"{t.namespace}/{t.name}", spec.jitter),
+            starting_deadline=spec.starting_deadline,
+            last_tick=t.status.last_schedule_time,
+            created_at=t.created_at,
+            now=t.now,
+            suspended=spec.suspend,
+        )
+        if decision.last_tick != (t.status.last_schedule_time or t.created_at):
+            t.patch["lastScheduleTime"] = iso(decision.last_tick)
+        t.patch["nextScheduleTime"] = None if spec.suspend else iso(decision.next_due)
+        t.wake.append(decision.next_due)
+        for missed in decision.missed:
+            why = (
+                f"missed by more than startingDeadline {format_duration(spec.starting_deadline)}"
+                if missed.reason == schedule.REASON_STARTING_DEADLINE_EXCEEDED
+                else "superseded by a newer tick"
+            )
+            t.record(RunPhase.MISSED, missed.tick, f"{missed.reason}: {why}")
+            t.event(
+                "Warning",
+                "MissedSchedule",
+                f"the run due at {iso(missed.tick)} was not started: {why}",
+            )
+        if decision.missed_overflow:
+            t.event(
+                "Warning",
+                "MissedSchedule",
+                f"{decision.missed_overflow} more ticks were missed before those",
+            )
+        if decision.suspended_skipped:
+            t.event(
+                "Normal",
+                "Suspended",
+                f"{decision.suspended_skipped} scheduled run(s) not fired while suspended",
+            )
+        if decision.fire is None:
+            return
+        if ready_error:
+            t.record(RunPhase.SKIPPED, decision.fire, f"NotReady: {ready_error}")
+            t.event(
+                "Warning",
+                "SkippedSchedule",
+                f"the run due at {iso(decision.fire)} was skipped: {ready_error}",
+            )
+            return
+        self._fire(t, decision.fire)
+
+    def _fire(self, t: _Tick, tick: datetime) -> None:
+        """Start the run of a due tick, unless concurrencyPolicy says otherwise."""
+        action = schedule.concurrency_action(
+            t.spec.concurrency_policy, [r.name for r in t.runs if r.in_progress]
+        )
+        if not action.start:
+            reason = action.skip_reason or "another run is in progress"
+            t.record(RunPhase.SKIPPED, tick, reason)
+            t.event(
+                "Warning", "SkippedSchedule", f"the run due at {iso(tick)} was skipped: {reason}"
+            )
+            return
+        for running in action.replace:
+            victim = self.kube.get_custom("LamassuBackup", t.namespace, running)
+            if victim is not None:
+                outcome = self.runs.cancel(
+                    victim,
+                    "Replaced",
+                    f"replaced by the run due at {iso(tick)} (concurrencyPolicy Replace)",
+                    t.now,
+                )
+                if outcome.patch:
+                    self.kube.patch_status("LamassuBackup", t.namespace, running, outcome.patch)
+                t.result.events.extend(outcome.events)
+        created = self._create_run(t.body, Trigger.SCHEDULED, t.now, components=[], scheduled=tick)
+        if created:
+            t.result.created.append(created)
+            t.event("Normal", "Scheduled", f"started {created} for the run due at {iso(tick)}")
+
+    def _on_demand(self, t: _Tick) -> None:
+        """Each new value of the run-now annotation starts one run."""
+        wanted = (t.body["metadata"].get("annotations") or {}).get(RUN_NOW_ANNOTATION)
+        if not wanted or wanted == t.status.run_now_handled:
+            return
+        created = self._create_run(t.body, Trigger.MANUAL, t.now, components=[])
+        if created:
+            t.result.created.append(created)
+            t.event("Normal", "RunRequested", f"{RUN_NOW_ANNOTATION}={wanted}: started {created}")
+        t.patch["runNowHandled"] = wanted
+
+    def _freshness(self, t: _Tick) -> None:
+        """Stale per component against its recovery-point objective; Events on transitions."""
+        freshness = {
+            c: stale.ComponentFreshness(last_success(t.runs, c), rpo)
+            for c, rpo in rpo_of(t.spec).items()
+        }
+        report = stale.assess(freshness, t.now, t.created_at)
+        components: dict[str, Any] = {}
+        for component, detail in report.components.items():
+            components[component] = ComponentStatus(
+                last_successful_time=freshness[component].last_success,
+                recovery_point_objective=format_duration(freshness[component].rpo),
+                stale=detail.stale,
+            ).to_api()
+            metrics.STALE.labels(t.namespace, t.name, component).set(1 if detail.stale else 0)
+            if detail.age is not None:
+                metrics.AGE.labels(t.namespace, t.name, component).set(detail.age.total_seconds())
+        t.patch["components"] = components
+        before = cond.get_condition(t.conditions, cond.STALE)
+        t.condition(
+            cond.STALE,
+            ConditionStatus.TRUE if report.stale else ConditionStatus.FALSE,
+            report.reason,
+            report.message,
+        )
+        if report.stale and (before is None or before.status != ConditionStatus.TRUE):
+            t.event("Warning", "BackupStale", report.message)
+        elif not report.stale and before is not None and before.status == ConditionStatus.TRUE:
+            t.event("Normal", "BackupFresh", report.message)
+        if report.next_check:
+            t.wake.append(report.next_check)
+
+    def _last_run(self, t: _Tick) -> None:
+        """lastSuccessfulTime and LastRunSucceeded from the newest finished run."""
+        finished = sorted(
+            (r for r in t.runs if r.terminal and r.completed_at),
+            key=lambda r: r.completed_at or t.now,
+        )
+        successes = [r for r in finished if r.phase == BackupPhase.COMPLETED.value]
+        if successes:
+            t.patch["lastSuccessfulTime"] = iso(successes[-1].completed_at)
+        if finished:
+            last = finished[-1]
+            ok = last.phase == BackupPhase.COMPLETED.value
+            detail = f" ({last.reason})" if last.reason and not ok else ""
+            t.condition(
+                cond.LAST_RUN_SUCCEEDED,
+                ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+                last.phase,
+                f"{last.name}: {last.phase}{detail}",
+            )
+
+    def _verification(self, t: _Tick) -> None:
+        """Start scheduled drills; the Verified condition from the newest drill results."""
+        verified = [
+            r.verified_at for r in t.runs if r.verification_phase == "Verified" and r.verified_at
+        ]
+        latest = max(verified, default=None)
+        if latest:
+            t.patch["lastVerifiedTime"] = iso(latest)
+        v = t.spec.verification
+        if v.schedule and v.decryption_key_secret:
+            last = t.status.last_verification_schedule_time
+            decision = schedule.decide(
+                schedule=v.schedule,
+                time_zone=t.spec.time_zone,
+                jitter=timedelta(0),
+                starting_deadline=t.spec.starting_deadline,
+                last_tick=last,
+                created_at=t.created_at,
+                now=t.now,
+                suspended=t.spec.suspend,
+            )
+            if decision.last_tick != (last or t.created_at):
+                t.patch["lastVerificationScheduleTime"] = iso(decision.last_tick)
+            t.wake.append(decision.next_due)
+            if decision.fire is not None:
+                self._start_verification(t, decision.fire)
+        failed = [r for r in t.runs if r.verification_phase == "Failed"]
+        if not v.schedule and not verified and not failed:
+            t.condition(
+                cond.VERIFIED,
+                ConditionStatus.UNKNOWN,
+                "NotConfigured",
+                "no verification.schedule: sets are not test-restored",
+            )
+        elif latest and t.now - latest <= v.max_age:
+            t.condition(
+                cond.VERIFIED,
+                ConditionStatus.TRUE,
+                "DrillSucceeded",
+                f"a set was test-restored successfully at {iso(latest)}",
+            )
+        elif failed:
+            t.condition(
+                cond.VERIFIED,
+                ConditionStatus.FALSE,
+                "DrillFailed",
+                f"the last test restore failed ({failed[-1].name}); see its status.verification",
+            )
+        else:
+            t.condition(
+                cond.VERIFIED,
+                ConditionStatus.FALSE,
+                "NotVerifiedRecently",
+                f"no successful test restore within verification.maxAge {format_duration(v.max_age)}",
+            )
+
+    def _start_verification(self, t: _Tick, tick: datetime) -> None:
+        """A drill Job for the newest completed set."""
+        candidates = sorted(
+            (r for r in t.runs if r.phase == BackupPhase.COMPLETED.value and r.completed_at),
+            key=lambda r: r.completed_at or t.now,
+        )
+        if not candidates:
+            t.event("Warning", "VerificationSkipped", "no completed set to test-restore yet")
+            return
+        target = candidates[-1]
+        backup = self.kube.get_custom("LamassuBackup", t.namespace, target.name)
+        if backup is None:
+            return
+        set_time = (backup.get("status") or {}).get("setTime") or layout.set_time(
+            target.scheduled_time or target.created_at or t.now
+        )
+        components = [
+            c for c, phase in target.components.items() if phase == BackupPhase.COMPLETED.value
+        ]
+        owner = jobs.Owner(
+            backup["apiVersion"], backup["kind"], target.name, backup["metadata"]["uid"]
+        )
+        job = jobs.verify_job(
+            t.spec,
+            namespace=t.namespace,
+            policy_name=t.name,
+            backup_name=target.name,
+            set_time=set_time,
+            components=components,
+            tick=layout.set_time(tick),
+            owner=owner,
+        )
+        if job is None:
+            return
+        try:
+            self.kube.create_job(job)
+        except LamassuBackupError as exc:
+            t.event(
+                "Warning", "VerificationFailed", f"could not start the drill Job: {exc.message}"
+            )
+            return
+        self.kube.patch_status(
+            "LamassuBackup",
+            t.namespace,
+            target.name,
+            {
+                "verification": {
+                    "phase": "Running",
+                    "jobName": job["metadata"]["name"],
+                    "startedAt": iso(t.now),
+                }
+            },
+        )
+        t.event(
+            "Normal",
+            "VerificationStarted",
+            f"test-restoring {target.name} into scratch targets ({job['metadata']['name']})",
+        )
+
+    def _recent_runs(self, t: _Tick) -> None:
+        """Skipped and missed ticks plus the runs themselves, newest first, bounded."""
+        entries = t.records + [
+            RunRecord(
+                name=r.name,
+                phase=RunPhase(r.phase)
+                if r.phase in RunPhase._value2member_map_
+                else RunPhase.PENDING,
+                trigger=r.trigger,
+                scheduled_time=r.scheduled_time,
+                started_at=r.started_at,
+                completed_at=r.completed_at,
+                location=r.location,
+                size_bytes=r.size_bytes,
+                reason=r.reason,
+            )
+            for r in t.runs
+        ]
+        entries.sort(
+            key=lambda e: e.completed_at or e.started_at or e.scheduled_time or t.now, reverse=True
+        )
+        t.patch["recentRuns"] = [e.to_api() for e in entries[: t.spec.recent_runs_limit]]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _check_secrets(
+        self,
+        namespace: str,
+        name: str,
+        generation: int | None,
+        spec: BackupPolicySpec,
+        now: datetime,
+    ) -> str | None:
+        key = (namespace, name, generation or 0)
+        with self._lock:
+            cached = self._secrets_checked.get(key)
+        if cached and now - cached[0] < timedelta(seconds=self.settings.secret_check_seconds):
+            return cached[1]
+        try:
+            refs = secret_refs.references(spec) + secret_refs.verification_references(spec)
+            secret_refs.check(self.kube, namespace, refs)
+            error = None
+        except LamassuBackupError as exc:
+            error = f"{exc.reason}: {exc.message}"
+        with self._lock:
+            self._secrets_checked[key] = (now, error)
+        return error
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        """Forget cached Secret checks (a Secret changed, or the policy did)."""
+        with self._lock:
+            for key in [k for k in self._secrets_checked if k[:2] == (namespace, name)]:
+                del self._secrets_checked[key]
+
+    def invalidate_namespace(self, namespace: str) -> list[str]:
+        """Forget cached Secret checks of every policy in a namespace; returns their names."""
+        with self._lock:
+            keys = [k for k in self._secrets_checked if k[0] == namespace]
+            for key in keys:
+                del self._secrets_checked[key]
+        return sorted({k[1] for k in keys})
+
+    def _create_run(
+        self,
+        body: dict[str, Any],
+        trigger: Trigger,
+        now: datetime,
+        *,
+        components: list[str],
+        scheduled: datetime | None = None,
+    ) -> str | None:
+        """A LamassuBackup for the policy; None when one of that name already exists."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        backup_name = layout.backup_name(name, layout.set_time(scheduled or now))
+        if trigger != Trigger.SCHEDULED:
+            backup_name = layout.bounded_name(backup_name, trigger.value.lower(), limit=253)
+        resource = jobs.backup_resource(
+            namespace=namespace,
+            policy_name=name,
+            name=backup_name,
+            trigger=trigger,
+            components=components,
+            scheduled_time=iso(scheduled) if scheduled else None,
+        )
+        _, created = self.kube.create_custom("LamassuBackup", namespace, resource)
+        return backup_name if created else None
+
+    def on_config_change(self, body: dict[str, Any], now: datetime) -> str | None:
+        """Start a config-only run after a selected ConfigMap/Secret changed."""
+        return self._create_run(body, Trigger.ON_CHANGE, now, components=["config"])

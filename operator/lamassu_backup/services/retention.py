@@ -1,0 +1,127 @@
+"""Retention: delete expired sets from the bucket and their records, and say so.
+
+A set is deleted manifest first: from that moment it is incomplete by definition, so a pass cut
+short (crash, S3 outage) never leaves something that looks like a good backup. Failures become a
+condition and an Event, never silence (CNPG #8599, Stash #1235).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..builders import layout
+from ..builders.retention import BackupInfo, select_expired
+from ..clients.kube import KubeApi
+from ..clients.s3 import S3Store
+from ..errors import LamassuBackupError
+from ..models.backup import BackupPhase
+from ..models.policy import BackupPolicySpec
+from . import metrics
+from . import secrets as secret_refs
+from .common import Event, RunSummary, iso, ref
+
+
+@dataclass
+class RetentionReport:
+    """One pass."""
+
+    deleted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    kept: int = 0
+    events: list[Event] = field(default_factory=list)
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        """For the policy's status.retention."""
+        return {
+            "lastRun": iso(now),
+            "deleted": self.deleted[-20:],
+            "kept": self.kept,
+            "errors": self.errors[-5:],
+        }
+
+
+def delete_set(store: S3Store, prefix: str) -> int:
+    """Delete one set: the manifest and its signature first, then everything else."""
+    store.delete_keys([prefix + layout.MANIFEST, prefix + layout.SIGNATURE])
+    rest = [o.key for o in store.list_keys(prefix)]
+    if rest:
+        store.delete_keys(rest)
+    return len(rest) + 2
+
+
+def apply(
+    kube: KubeApi, body: dict[str, Any], runs: Sequence[RunSummary], now: datetime
+) -> RetentionReport:
+    """Select and delete expired sets of one policy."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    spec = BackupPolicySpec.model_validate(body["spec"])
+    report = RetentionReport()
+    infos = [
+        BackupInfo(
+            name=r.name,
+            phase=r.phase
+            if r.phase in {p.value for p in BackupPhase}
+            else BackupPhase.PENDING.value,
+            completed_at=r.completed_at,
+            verified=r.verification_phase == "Verified",
+            pinned=r.pinned,
+            size_bytes=r.size_bytes,
+        )
+        for r in runs
+    ]
+    plan = select_expired(infos, spec.retention, now, spec.time_zone)
+    report.kept = len(plan.keep)
+    if not plan.delete:
+        return report
+    try:
+        store = secret_refs.operator_store(kube, namespace, spec)
+    except LamassuBackupError as exc:
+        report.errors.append(exc.message)
+        report.events.append(
+            Event(
+                ref(body),
+                "Warning",
+                "RetentionFailed",
+                f"retention could not reach the bucket: {exc.message}",
+            )
+        )
+        metrics.RETENTION_ERRORS.labels(namespace, name).inc()
+        return report
+    by_name = {r.name: r for r in runs}
+    for victim in plan.delete:
+        run = by_name[victim]
+        try:
+            if run.location:
+                prefix = (
+                    run.location.split("/", 3)[3]
+                    if run.location.startswith("s3://")
+                    else run.location
+                )
+                delete_set(store, prefix)
+            kube.delete_custom("LamassuBackup", namespace, victim)
+        except LamassuBackupError as exc:
+            report.errors.append(f"{victim}: {exc.message}")
+            metrics.RETENTION_ERRORS.labels(namespace, name).inc()
+            report.events.append(
+                Event(
+                    ref(body),
+                    "Warning",
+                    "RetentionFailed",
+                    f"could not delete {victim}: {exc.message}",
+                )
+            )
+            continue
+        report.deleted.append(victim)
+        metrics.RETENTION_DELETED.labels(namespace, name).inc()
+        report.events.append(
+            Event(
+                ref(body),
+                "Normal",
+                "RetentionDeleted",
+                f"deleted {victim} ({plan.deleted_reasons.get(victim, 'expired')})",
+            )
+        )
+    return report

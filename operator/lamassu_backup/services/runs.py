@@ -1,0 +1,718 @@
+"""One backup run: start its Jobs, follow them, commit the set, tell the truth in status.
+
+All state lives in the API: the run's status and its deterministically named Jobs. Reconciling
+twice, or after an operator restart, finds the same Jobs and never creates a second one. A run
+never stays Running when its Job is gone, failed or past its deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..builders import conditions as cond
+from ..builders import jobs, layout
+from ..builders.manifest import parse as parse_manifest
+from ..clients.kube import KubeApi
+from ..errors import LamassuBackupError
+from ..models.backup import (
+    BackupPhase,
+    BackupSpec,
+    BackupStatus,
+    ComponentResult,
+    Trigger,
+    VerificationPhase,
+)
+from ..models.common import ConditionStatus
+from ..models.policy import BackupPolicySpec
+from ..models.runner import RunnerResult
+from . import metrics
+from . import secrets as secret_refs
+from .common import Event, Settings, iso, parse_time, ref, set_time_of
+
+DEFAULT_RUNNER_ACCOUNT = "lamassu-backup-runner"
+_DEADLINE_GRACE = timedelta(minutes=5)
+
+
+@dataclass
+class RunOutcome:
+    """What one reconcile did."""
+
+    patch: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    finished: bool = False
+    """The run reached a terminal phase in this reconcile."""
+
+    succeeded: bool = False
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Where a Job is, and what its runner said."""
+
+    done: bool
+    ok: bool
+    reason: str | None = None
+    message: str | None = None
+    result: RunnerResult | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass
+class _Run:
+    """One reconcile's inputs: the run, its policy, and what it backs up."""
+
+    body: dict[str, Any]
+    spec: BackupSpec
+    status: BackupStatus
+    policy: BackupPolicySpec
+    components: list[str]
+    now: datetime
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    def owner(self) -> jobs.Owner:
+        """The run as owner of its Jobs."""
+        return jobs.Owner(
+            self.body["apiVersion"], self.body["kind"], self.name, self.body["metadata"]["uid"]
+        )
+
+
+def job_state(kube: KubeApi, job: dict[str, Any]) -> JobState:
+    """Read a Job's conditions and its newest Pod's termination message."""
+    status = job.get("status") or {}
+    started = parse_time(status.get("startTime"))
+    finished_at = parse_time(status.get("completionTime"))
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+    complete = "Complete" in conditions or "SuccessCriteriaMet" in conditions
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    if not complete and not failed:
+        return JobState(done=False, ok=False, started_at=started)
+    name = job["metadata"]["name"]
+    result, text = _termination(kube, job["metadata"]["namespace"], name)
+    if complete:
+        return JobState(True, True, None, None, result, started, finished_at)
+    assert failed is not None
+    reason = str(failed.get("reason") or "JobFailed")
+    if result is not None and result.error:
+        message = result.error
+    elif text:
+        message = text
+    else:
+        message = str(failed.get("message") or f"Job {name} failed")
+    if reason == "DeadlineExceeded":
+        message = (
+            f"the Job ran past its deadline (spec.runner.activeDeadline) and was stopped. {message}"
+        )
+    return JobState(
+        True,
+        False,
+        result.reason if result and result.reason else reason,
+        message,
+        result,
+        started,
+        finished_at or parse_time(failed.get("lastTransitionTime")),
+    )
+
+
+def _termination(
+    kube: KubeApi, namespace: str, job_name: str
+) -> tuple[RunnerResult | None, str | None]:
+    for pod in kube.job_pods(namespace, job_name):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if not terminated:
+                continue
+            message = str(terminated.get("message") or "").strip()
+            if not message:
+                return (
+                    None,
+                    f"the runner exited with code {terminated.get('exitCode')} ({terminated.get('reason')})",
+                )
+            try:
+                return RunnerResult.model_validate_json(message), None
+            except ValidationError:
+                return None, message[-1000:]
+    return None, None
+
+
+class RunService:
+    """Reconciles LamassuBackup objects."""
+
+    def __init__(self, kube: KubeApi, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop per-run state of a deleted run."""
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+
+    def reconcile(self, body: dict[str, Any], now: datetime) -> RunOutcome:
+        """Move a run forward as far as it can go now; idempotent."""
+        meta = body["metadata"]
+        with self._lock(meta["namespace"], meta["name"]):
+            fresh = self.kube.get_custom("LamassuBackup", meta["namespace"], meta["name"])
+            if fresh is None:
+                return RunOutcome()
+            return self._reconcile(fresh, now)
+
+    def _reconcile(self, body: dict[str, Any], now: datetime) -> RunOutcome:  # noqa: PLR0911 - one return per refusal reads better than nesting
+        status = BackupStatus.model_validate(body.get("status") or {})
+        try:
+            spec = BackupSpec.model_validate(body["spec"])
+        except ValidationError as exc:
+            return self._fail(
+                body,
+                status,
+                now,
+                reason="InvalidSpec",
+                message=f"invalid spec: {exc.errors()[0]['msg']}",
+            )
+        if status.phase in (
+            BackupPhase.COMPLETED,
+            BackupPhase.PARTIALLY_FAILED,
+            BackupPhase.FAILED,
+        ):
+            if (
+                status.verification is not None
+                and status.verification.phase == VerificationPhase.RUNNING
+            ):
+                return self._track_verification(body, spec, status, now)
+            return RunOutcome()
+        if spec.trigger == Trigger.DISCOVERED:
+            return RunOutcome()
+        policy_body = self.kube.get_custom(
+            "LamassuBackupPolicy", body["metadata"]["namespace"], spec.policy_ref.name
+        )
+        if policy_body is None:
+            return self._policy_missing(body, spec, status, now)
+        try:
+            policy = BackupPolicySpec.model_validate(policy_body["spec"])
+        except ValidationError as exc:
+            return self._fail(
+                body,
+                status,
+                now,
+                reason="InvalidPolicy",
+                message=f"the policy is invalid: {exc.errors()[0]['msg']}",
+            )
+        configured = policy.components.names()
+        components = [str(c) for c in spec.components] or configured
+        unknown = [c for c in components if c not in configured]
+        if unknown:
+            return self._fail(
+                body,
+                status,
+                now,
+                reason="ComponentNotConfigured",
+                message=f"spec.components names {', '.join(unknown)}, which policy {spec.policy_ref.name} does not configure",
+            )
+        run = _Run(body, spec, status, policy, components, now)
+        return self._start(run) if status.phase == BackupPhase.PENDING else self._track(run)
+
+    def _policy_missing(
+        self, body: dict[str, Any], spec: BackupSpec, status: BackupStatus, now: datetime
+    ) -> RunOutcome:
+        """Wait a while for the policy (GitOps may apply it after the backup), then fail."""
+        namespace = body["metadata"]["namespace"]
+        created = parse_time(body["metadata"].get("creationTimestamp")) or now
+        message = f"LamassuBackupPolicy {namespace}/{spec.policy_ref.name} (spec.policyRef.name) does not exist"
+        if now - created >= timedelta(seconds=self.settings.policy_missing_grace_seconds):
+            return self._fail(
+                body,
+                status,
+                now,
+                reason="PolicyNotFound",
+                message=message + ": create it, or delete this backup",
+            )
+        conditions = cond.set_condition(
+            status.conditions,
+            type=cond.COMPLETED,
+            status=ConditionStatus.FALSE,
+            reason="PolicyNotFound",
+            message=message + "; waiting for it",
+            now=now,
+            generation=body["metadata"].get("generation"),
+        )
+        if conditions != status.conditions:
+            return RunOutcome(patch={"conditions": [c.to_api() for c in conditions]})
+        return RunOutcome()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _start(self, run: _Run) -> RunOutcome:
+        """Check the Secrets, then create one Job per component (adopting any that exist)."""
+        try:
+            secret_refs.check(
+                self.kube, run.namespace, secret_refs.references(run.policy, run.components)
+            )
+            if run.policy.runner.service_account_name == DEFAULT_RUNNER_ACCOUNT:
+                self.kube.ensure_runner_account(run.namespace, DEFAULT_RUNNER_ACCOUNT)
+        except LamassuBackupError as exc:
+            return self._fail(run.body, run.status, run.now, reason=exc.reason, message=exc.message)
+        set_time = set_time_of(run.body)
+        prefix = layout.set_prefix(
+            run.policy.destination.s3.prefix, run.namespace, run.spec.policy_ref.name, set_time
+        )
+        results: dict[str, Any] = {}
+        try:
+            for component in run.components:
+                job = jobs.backup_job(
+                    run.policy,
+                    namespace=run.namespace,
+                    policy_name=run.spec.policy_ref.name,
+                    backup_name=run.name,
+                    set_time=set_time,
+                    component=component,
+                    owner=run.owner(),
+                )
+                self.kube.create_job(job)
+                results[component] = ComponentResult(
+                    phase=BackupPhase.RUNNING, job_name=job["metadata"]["name"], started_at=run.now
+                ).to_api()
+        except LamassuBackupError as exc:
+            return self._fail(
+                run.body,
+                run.status,
+                run.now,
+                reason=exc.reason,
+                message=f"could not start the runner Jobs: {exc.message}",
+            )
+        conditions = cond.set_condition(
+            run.status.conditions,
+            type=cond.COMPLETED,
+            status=ConditionStatus.FALSE,
+            reason="Running",
+            message=f"backing up {', '.join(run.components)}",
+            now=run.now,
+            generation=run.body["metadata"].get("generation"),
+        )
+        location = f"s3://{run.policy.destination.s3.bucket}/{prefix}"
+        patch = {
+            "phase": BackupPhase.RUNNING.value,
+            "startedAt": iso(run.now),
+            "setTime": set_time,
+            "location": location,
+            "components": results,
+            "conditions": [c.to_api() for c in conditions],
+        }
+        event = Event(
+            ref(run.body),
+            "Normal",
+            "Started",
+            f"backing up {', '.join(run.components)} to {location}",
+        )
+        return RunOutcome(patch=patch, events=[event])
+
+    # -- track -------------------------------------------------------------------------------
+
+    def _track(self, run: _Run) -> RunOutcome:
+        """Follow the component Jobs; when all ended, commit (or fail when nothing was stored)."""
+        results = dict(run.status.components)
+        events: list[Event] = []
+        changed = False
+        deadline = run.policy.runner.active_deadline + _DEADLINE_GRACE
+        for component in run.components:
+            current = results.get(component) or ComponentResult(
+                phase=BackupPhase.RUNNING, job_name=jobs.component_job_name(run.name, component)
+            )
+            if current.phase in (BackupPhase.COMPLETED, BackupPhase.FAILED):
+                continue
+            job_name = current.job_name or jobs.component_job_name(run.name, component)
+            updated = self._follow(run, job_name, current, deadline)
+            if updated != current:
+                results[component] = updated
+                changed = True
+                if updated.phase == BackupPhase.FAILED:
+                    events.append(
+                        Event(
+                            ref(run.body),
+                            "Warning",
+                            "ComponentFailed",
+                            f"{component}: {updated.message}",
+                        )
+                    )
+        patch: dict[str, Any] = (
+            {"components": {k: v.to_api() for k, v in results.items()}} if changed else {}
+        )
+        ended = (BackupPhase.COMPLETED, BackupPhase.FAILED)
+        if any(results.get(c) is None or results[c].phase not in ended for c in run.components):
+            return RunOutcome(patch=patch or None, events=events)
+        if not any(results[c].phase == BackupPhase.COMPLETED for c in run.components):
+            failures = "; ".join(f"{c}: {results[c].message}" for c in run.components)
+            outcome = self._fail(
+                run.body,
+                run.status,
+                run.now,
+                reason="AllComponentsFailed",
+                message=failures,
+                extra=patch,
+            )
+            outcome.events = events + outcome.events
+            return outcome
+        return self._commit(run, results, patch, events)
+
+    def _follow(
+        self, run: _Run, job_name: str, current: ComponentResult, deadline: timedelta
+    ) -> ComponentResult:
+        """A component's result from its Job; a vanished or overdue Job is a failure."""
+        job = self.kube.get_job(run.namespace, job_name)
+        if job is None:
+            return current.model_copy(
+                update={
+                    "phase": BackupPhase.FAILED,
+                    "reason": "JobDeleted",
+                    "message": f"the Job {job_name} was deleted before it finished",
+                    "completed_at": run.now,
+                }
+            )
+        state = job_state(self.kube, job)
+        if not state.done:
+            begun = state.started_at or run.status.started_at
+            if begun is not None and run.now - begun > deadline:
+                self.kube.delete_job(run.namespace, job_name)
+                return current.model_copy(
+                    update={
+                        "phase": BackupPhase.FAILED,
+                        "reason": "DeadlineExceeded",
+                        "message": f"the Job {job_name} ran past spec.runner.activeDeadline and was stopped",
+                        "completed_at": run.now,
+                    }
+                )
+            return current
+        if state.ok:
+            return current.model_copy(
+                update={
+                    "phase": BackupPhase.COMPLETED,
+                    "started_at": state.started_at or current.started_at,
+                    "completed_at": state.completed_at or run.now,
+                    "reason": None,
+                    "message": None,
+                }
+            )
+        return current.model_copy(
+            update={
+                "phase": BackupPhase.FAILED,
+                "reason": state.reason,
+                "message": state.message,
+                "completed_at": state.completed_at or run.now,
+            }
+        )
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def _commit(
+        self,
+        run: _Run,
+        results: dict[str, ComponentResult],
+        patch: dict[str, Any],
+        events: list[Event],
+    ) -> RunOutcome:
+        """Start the commit Job once; when it ends, finish the run from its result."""
+        commit_name = jobs.commit_job_name(run.name)
+        job = self.kube.get_job(run.namespace, commit_name)
+        if job is None:
+            manifest_job = jobs.commit_job(
+                run.policy,
+                namespace=run.namespace,
+                policy_name=run.spec.policy_ref.name,
+                backup_name=run.name,
+                set_time=run.status.set_time or set_time_of(run.body),
+                components=run.components,
+                owner=run.owner(),
+            )
+            try:
+                self.kube.create_job(manifest_job)
+            except LamassuBackupError as exc:
+                return self._fail(
+                    run.body,
+                    run.status,
+                    run.now,
+                    reason=exc.reason,
+                    message=f"could not start the commit Job: {exc.message}",
+                    extra=patch,
+                )
+            return RunOutcome(patch=patch or None, events=events)
+        state = job_state(self.kube, job)
+        if not state.done:
+            return RunOutcome(patch=patch or None, events=events)
+        if not state.ok or state.result is None or not state.result.manifest_key:
+            message = state.message or "the commit Job left no result"
+            return self._fail(
+                run.body,
+                run.status,
+                run.now,
+                reason=state.reason or "CommitFailed",
+                message=f"the set was not committed: {message}",
+                extra=patch,
+            )
+        return self._finish(run, results, state.result, patch, events)
+
+    def _artifacts(
+        self, run: _Run, manifest_key: str, manifest_ref: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The manifest's artifacts with full keys (the termination message only has a summary)."""
+        store = secret_refs.operator_store(self.kube, run.namespace, run.policy)
+        manifest = parse_manifest(store.get_bytes(manifest_key))
+        prefix = manifest_key.removesuffix(layout.MANIFEST)
+        if manifest.signed_by:
+            manifest_ref["signatureKey"] = prefix + layout.SIGNATURE
+        artifacts = []
+        for artifact in manifest.artifacts:
+            item = artifact.model_dump(mode="json", by_alias=True, exclude_none=True)
+            item["key"] = prefix + artifact.key
+            item.pop("sidecarKey", None)
+            artifacts.append(item)
+        return artifacts
+
+    def _finish(
+        self,
+        run: _Run,
+        results: dict[str, ComponentResult],
+        result: RunnerResult,
+        patch: dict[str, Any],
+        events: list[Event],
+    ) -> RunOutcome:
+        """The run's final status, Events and metrics, from the committed manifest."""
+        for component, text in result.components.items():
+            if (
+                component in results
+                and text != "Completed"
+                and results[component].phase == BackupPhase.COMPLETED
+            ):
+                results[component] = results[component].model_copy(
+                    update={
+                        "phase": BackupPhase.FAILED,
+                        "reason": text.removeprefix("Failed: "),
+                        "message": "not in the committed set",
+                    }
+                )
+        failed = [c for c in run.components if results[c].phase != BackupPhase.COMPLETED]
+        phase = BackupPhase.PARTIALLY_FAILED if failed else BackupPhase.COMPLETED
+        duration = (run.now - (run.status.started_at or run.now)).total_seconds()
+        assert result.manifest_key is not None
+        manifest_ref: dict[str, Any] = {
+            "key": result.manifest_key,
+            "sha256": result.manifest_sha256 or "",
+        }
+        artifacts: list[dict[str, Any]] = []
+        try:
+            artifacts = self._artifacts(run, result.manifest_key, manifest_ref)
+        except (LamassuBackupError, ValueError) as exc:
+            events.append(
+                Event(
+                    ref(run.body),
+                    "Warning",
+                    "ManifestUnreadable",
+                    f"the set is committed but the operator could not read its manifest: {exc}",
+                )
+            )
+        patch.update(
+            {
+                "phase": phase.value,
+                "completedAt": iso(run.now),
+                "durationSeconds": round(duration, 3),
+                "duration": cond.humanize_duration(duration),
+                "sizeBytes": result.size_bytes,
+                "size": cond.humanize_bytes(result.size_bytes),
+                "manifest": manifest_ref,
+                "components": {k: v.to_api() for k, v in results.items()},
+            }
+        )
+        if artifacts:
+            patch["artifacts"] = artifacts
+        message = (
+            f"{len(artifacts) or len(result.artifacts)} artifacts, {cond.humanize_bytes(result.size_bytes)} "
+            f"in {cond.humanize_duration(duration)} at {run.status.location}"
+        )
+        if failed:
+            message = f"failed components: {', '.join(f'{c} ({results[c].message})' for c in failed)}; stored: {message}"
+        conditions = cond.set_condition(
+            run.status.conditions,
+            type=cond.COMPLETED,
+            status=ConditionStatus.FALSE if failed else ConditionStatus.TRUE,
+            reason=phase.value,
+            message=message,
+            now=run.now,
+            generation=run.body["metadata"].get("generation"),
+        )
+        patch["conditions"] = [c.to_api() for c in conditions]
+        events.append(Event(ref(run.body), "Warning" if failed else "Normal", phase.value, message))
+        events.extend(Event(ref(run.body), "Warning", "RunnerWarning", w) for w in result.warnings)
+        self._record_metrics(run, results, artifacts, phase, duration)
+        return RunOutcome(patch=patch, events=events, finished=True, succeeded=not failed)
+
+    def _record_metrics(
+        self,
+        run: _Run,
+        results: dict[str, ComponentResult],
+        artifacts: list[dict[str, Any]],
+        phase: BackupPhase,
+        duration: float,
+    ) -> None:
+        policy_name = run.spec.policy_ref.name
+        metrics.RUNS.labels(run.namespace, policy_name, phase.value).inc()
+        metrics.LAST_DURATION.labels(run.namespace, policy_name).set(duration)
+        for component in run.components:
+            if results[component].phase == BackupPhase.COMPLETED:
+                metrics.LAST_SUCCESS.labels(run.namespace, policy_name, component).set(
+                    run.now.timestamp()
+                )
+                size = sum(
+                    int(a.get("sizeBytes", 0)) for a in artifacts if a.get("component") == component
+                )
+                metrics.LAST_SIZE.labels(run.namespace, policy_name, component).set(size)
+        if phase != BackupPhase.COMPLETED:
+            metrics.LAST_FAILURE.labels(run.namespace, policy_name).set(run.now.timestamp())
+
+    def _fail(
+        self,
+        body: dict[str, Any],
+        status: BackupStatus,
+        now: datetime,
+        *,
+        reason: str,
+        message: str,
+        extra: dict[str, Any] | None = None,
+    ) -> RunOutcome:
+        """End the run as Failed, saying why (condition, Event, metrics)."""
+        conditions = cond.set_condition(
+            status.conditions,
+            type=cond.COMPLETED,
+            status=ConditionStatus.FALSE,
+            reason=reason,
+            message=message,
+            now=now,
+            generation=body["metadata"].get("generation"),
+        )
+        started = status.started_at or now
+        patch = {
+            **(extra or {}),
+            "phase": BackupPhase.FAILED.value,
+            "completedAt": iso(now),
+            "durationSeconds": round((now - started).total_seconds(), 3),
+            "duration": cond.humanize_duration((now - started).total_seconds()),
+            "conditions": [c.to_api() for c in conditions],
+        }
+        namespace = body["metadata"]["namespace"]
+        policy_name = (body.get("spec") or {}).get("policyRef", {}).get("name", "")
+        metrics.RUNS.labels(namespace, policy_name, BackupPhase.FAILED.value).inc()
+        metrics.LAST_FAILURE.labels(namespace, policy_name).set(now.timestamp())
+        return RunOutcome(
+            patch=patch,
+            events=[Event(ref(body), "Warning", reason, message)],
+            finished=True,
+            succeeded=False,
+        )
+
+    def cancel(self, body: dict[str, Any], reason: str, message: str, now: datetime) -> RunOutcome:
+        """Stop a running run (concurrencyPolicy Replace): its Jobs are deleted, it is Failed."""
+        meta = body["metadata"]
+        with self._lock(meta["namespace"], meta["name"]):
+            for job in self.kube.list_jobs(
+                meta["namespace"], f"{jobs.LABEL_BACKUP}={meta['name']}"
+            ):
+                self.kube.delete_job(meta["namespace"], job["metadata"]["name"])
+            status = BackupStatus.model_validate(body.get("status") or {})
+            return self._fail(body, status, now, reason=reason, message=message)
+
+    # -- verification ------------------------------------------------------------------------
+
+    def _track_verification(
+        self, body: dict[str, Any], spec: BackupSpec, status: BackupStatus, now: datetime
+    ) -> RunOutcome:
+        assert status.verification is not None
+        verification = status.verification
+        namespace = body["metadata"]["namespace"]
+        job_name = verification.job_name or ""
+        job = self.kube.get_job(namespace, job_name)
+        policy_name = spec.policy_ref.name
+        update: dict[str, Any]
+        if job is None:
+            update = {
+                "phase": VerificationPhase.FAILED.value,
+                "message": f"the verification Job {job_name} was deleted before it finished",
+            }
+        else:
+            state = job_state(self.kube, job)
+            if not state.done:
+                return RunOutcome()
+            evidence = state.result.evidence if state.result else {}
+            if state.ok and state.result is not None and state.result.ok:
+                update = {
+                    "phase": VerificationPhase.VERIFIED.value,
+                    "verifiedAt": iso(now),
+                    "message": _evidence_summary(evidence),
+                    "evidence": evidence,
+                }
+            else:
+                update = {
+                    "phase": VerificationPhase.FAILED.value,
+                    "message": state.message
+                    or (state.result.error if state.result else None)
+                    or "the drill failed",
+                    "evidence": evidence,
+                }
+        merged = {**verification.to_api(), **update}
+        verified = merged["phase"] == VerificationPhase.VERIFIED.value
+        metrics.VERIFICATIONS.labels(namespace, policy_name, merged["phase"]).inc()
+        if verified:
+            metrics.LAST_VERIFIED.labels(namespace, policy_name).set(now.timestamp())
+        conditions = cond.set_condition(
+            status.conditions,
+            type=cond.VERIFIED,
+            status=ConditionStatus.TRUE if verified else ConditionStatus.FALSE,
+            reason="DrillSucceeded" if verified else "DrillFailed",
+            message=str(merged.get("message") or ""),
+            now=now,
+            generation=body["metadata"].get("generation"),
+        )
+        event = Event(
+            ref(body),
+            "Normal" if verified else "Warning",
+            "Verified" if verified else "VerificationFailed",
+            str(merged.get("message")),
+        )
+        return RunOutcome(
+            patch={"verification": merged, "conditions": [c.to_api() for c in conditions]},
+            events=[event],
+            finished=True,
+            succeeded=verified,
+        )
+
+
+def _evidence_summary(evidence: dict[str, Any]) -> str:
+    """One line from a drill's evidence, for the Verified condition and Event."""
+    parts = []
+    rto = evidence.get("recoveryTimeSeconds") or evidence.get("seconds")
+    if rto is not None:
+        parts.append(f"restored in {float(rto):.1f}s")
+    dbs = evidence.get("databases")
+    if isinstance(dbs, dict):
+        parts.append(f"{len(dbs)} database(s) verified")
+    keys = evidence.get("keyConsistency")
+    if isinstance(keys, dict):
+        missing = keys.get("missing") or []
+        parts.append("key consistency OK" if not missing else f"{len(missing)} key(s) missing")
+    return "; ".join(parts) or json.dumps(evidence)[:200] or "drill succeeded"

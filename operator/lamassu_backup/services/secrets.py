@@ -1,0 +1,201 @@
+"""Secret references: checked before a run starts, read when the operator itself needs access.
+
+Every check names the spec field that refers to the Secret and says how to fix it, because that
+message is what a person reads in ``kubectl describe`` at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ..clients.kube import KubeApi
+from ..clients.s3 import S3Connection, S3Store
+from ..errors import ConfigurationError
+from ..models.common import AwsCredentialsSecretRef, BasicAuthSecretRef, SecretKeyRef
+from ..models.policy import BackupPolicySpec
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One Secret key the spec refers to."""
+
+    field: str
+    secret: str
+    key: str
+
+
+def references(spec: BackupPolicySpec, components: list[str] | None = None) -> list[Reference]:
+    """Every Secret key a run of ``components`` (default: all) needs."""
+    wanted = set(components or spec.components.names())
+    refs: list[Reference] = []
+
+    def key_ref(field: str, ref: SecretKeyRef | None) -> None:
+        if ref is not None:
+            refs.append(Reference(field, ref.name, ref.key))
+
+    def basic(field: str, ref: BasicAuthSecretRef) -> None:
+        refs.append(Reference(f"{field}.usernameKey", ref.name, ref.username_key))
+        refs.append(Reference(f"{field}.passwordKey", ref.name, ref.password_key))
+
+    def aws(field: str, ref: AwsCredentialsSecretRef | None) -> None:
+        if ref is None:
+            return
+        refs.append(Reference(f"{field}.accessKeyIdKey", ref.name, ref.access_key_id_key))
+        refs.append(Reference(f"{field}.secretAccessKeyKey", ref.name, ref.secret_access_key_key))
+        if ref.session_token_key:
+            refs.append(Reference(f"{field}.sessionTokenKey", ref.name, ref.session_token_key))
+
+    s3 = spec.destination.s3
+    aws("spec.destination.s3.credentialsSecret", s3.credentials_secret)
+    key_ref("spec.destination.s3.caSecret", s3.ca_secret)
+    gpg = spec.encryption.gpg
+    key_ref("spec.encryption.gpg.recipientsSecret", gpg.recipients_secret)
+    key_ref("spec.encryption.gpg.signingKeySecret", gpg.signing_key_secret)
+    key_ref("spec.encryption.gpg.signingKeyPassphraseSecret", gpg.signing_key_passphrase_secret)
+    comps = spec.components
+    if comps.postgres and "postgres" in wanted:
+        basic("spec.components.postgres.credentialsSecret", comps.postgres.credentials_secret)
+        key_ref("spec.components.postgres.caSecret", comps.postgres.ca_secret)
+    if comps.vault and "vault" in wanted:
+        key_ref("spec.components.vault.caSecret", comps.vault.ca_secret)
+        key_ref("spec.components.vault.auth.tokenSecret", comps.vault.auth.token_secret)
+        if comps.vault.auth.app_role:
+            key_ref(
+                "spec.components.vault.auth.appRole.roleIdSecret",
+                comps.vault.auth.app_role.role_id_secret,
+            )
+            key_ref(
+                "spec.components.vault.auth.appRole.secretIdSecret",
+                comps.vault.auth.app_role.secret_id_secret,
+            )
+    if comps.aws_kms and "awsKms" in wanted:
+        aws("spec.components.awsKms.credentialsSecret", comps.aws_kms.credentials_secret)
+    return refs
+
+
+def verification_references(spec: BackupPolicySpec) -> list[Reference]:
+    """The Secret keys a scheduled verification needs."""
+    refs = []
+    v = spec.verification
+    if v.decryption_key_secret:
+        refs.append(
+            Reference(
+                "spec.verification.decryptionKeySecret",
+                v.decryption_key_secret.name,
+                v.decryption_key_secret.key,
+            )
+        )
+    if v.signer_key_secret:
+        refs.append(
+            Reference(
+                "spec.verification.signerKeySecret",
+                v.signer_key_secret.name,
+                v.signer_key_secret.key,
+            )
+        )
+    if v.decryption_key_passphrase_secret:
+        p = v.decryption_key_passphrase_secret
+        refs.append(Reference("spec.verification.decryptionKeyPassphraseSecret", p.name, p.key))
+    return refs
+
+
+def check(kube: KubeApi, namespace: str, refs: list[Reference]) -> None:
+    """Raise ConfigurationError naming the first missing Secret or key (and the field)."""
+    cache: dict[str, dict[str, bytes] | None] = {}
+    for ref in refs:
+        if ref.secret not in cache:
+            cache[ref.secret] = kube.secret_data(namespace, ref.secret)
+        data = cache[ref.secret]
+        if data is None:
+            raise ConfigurationError(
+                f"Secret {namespace}/{ref.secret} (referenced by {ref.field}) does not exist: create it "
+                "or correct the reference",
+                reason="SecretNotFound",
+            )
+        if ref.key not in data:
+            have = ", ".join(sorted(data)) or "no keys"
+            raise ConfigurationError(
+                f"Secret {namespace}/{ref.secret} has no key {ref.key!r} (referenced by {ref.field}; "
+                f"it has {have})",
+                reason="SecretKeyNotFound",
+            )
+
+
+def operator_store(kube: KubeApi, namespace: str, spec: BackupPolicySpec) -> S3Store:
+    """The policy's bucket as the operator reaches it (retention, discovery, manifests)."""
+    s3 = spec.destination.s3
+    creds: dict[str, str | None] = {
+        "access_key_id": None,
+        "secret_access_key": None,
+        "session_token": None,
+    }
+    if s3.credentials_secret is not None:
+        ref = s3.credentials_secret
+        data = kube.secret_data(namespace, ref.name)
+        if data is None:
+            raise ConfigurationError(
+                f"Secret {namespace}/{ref.name} (spec.destination.s3.credentialsSecret) does not exist",
+                reason="SecretNotFound",
+            )
+        creds["access_key_id"] = data.get(ref.access_key_id_key, b"").decode().strip() or None
+        creds["secret_access_key"] = (
+            data.get(ref.secret_access_key_key, b"").decode().strip() or None
+        )
+        if ref.session_token_key:
+            creds["session_token"] = data.get(ref.session_token_key, b"").decode().strip() or None
+    ca_file = None
+    if s3.ca_secret is not None:
+        ca_file = _ca_file(kube, namespace, s3.ca_secret)
+    return _cached_store(
+        S3Connection(
+            bucket=s3.bucket,
+            region=s3.region,
+            endpoint=s3.endpoint,
+            force_path_style=s3.force_path_style,
+            ca_file=ca_file,
+            sse=s3.server_side_encryption.type,
+            kms_key_id=s3.server_side_encryption.kms_key_id,
+            access_key_id=creds["access_key_id"],
+            secret_access_key=creds["secret_access_key"],
+            session_token=creds["session_token"],
+        )
+    )
+
+
+_STORES: dict[S3Connection, S3Store] = {}
+_STORES_LOCK = threading.Lock()
+_STORES_MAX = 64
+
+
+def _cached_store(conn: S3Connection) -> S3Store:
+    """One client per distinct connection (credentials included): a boto3 client costs ~1 MiB
+    and tens of milliseconds, and a thousand policies usually share one bucket."""
+    with _STORES_LOCK:
+        store = _STORES.get(conn)
+        if store is None:
+            if len(_STORES) >= _STORES_MAX:
+                _STORES.pop(next(iter(_STORES)))
+            store = _STORES[conn] = S3Store(conn)
+        return store
+
+
+def secret_text(kube: KubeApi, namespace: str, ref: SecretKeyRef, field: str) -> str:
+    """One Secret key's value as text (public keys the operator checks signatures with)."""
+    data = kube.secret_data(namespace, ref.name)
+    if data is None or ref.key not in data:
+        raise ConfigurationError(
+            f"Secret {namespace}/{ref.name} key {ref.key!r} ({field}) is missing",
+            reason="SecretNotFound",
+        )
+    return data[ref.key].decode()
+
+
+def _ca_file(kube: KubeApi, namespace: str, ref: SecretKeyRef) -> str:
+    import tempfile
+
+    pem = secret_text(kube, namespace, ref, "spec.destination.s3.caSecret")
+    handle = tempfile.NamedTemporaryFile(prefix="s3-ca-", suffix=".pem", delete=False)  # noqa: SIM115
+    with handle:
+        handle.write(pem.encode())
+    return handle.name

@@ -1,0 +1,238 @@
+"""Job manifests are pure functions of the resources: names, security, Secrets as files."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lamassu_backup.builders import jobs
+from lamassu_backup.models.backup import Trigger
+from lamassu_backup.models.policy import BackupPolicySpec
+from lamassu_backup.models.runner import CONFIG_ENV, SECRETS_ROOT, RestoreRunConfig, RunnerConfig
+
+POLICY: dict[str, Any] = {
+    "components": {
+        "postgres": {
+            "host": "db",
+            "credentialsSecret": {"name": "pg", "usernameKey": "user", "passwordKey": "pass"},
+        },
+        "vault": {
+            "address": "https://vault:8200",
+            "caSecret": {"name": "vault-ca", "key": "ca.crt"},
+            "auth": {"tokenSecret": {"name": "vault-token", "key": "token"}},
+        },
+        "config": {"selector": {"matchLabels": {"app.kubernetes.io/part-of": "lamassu"}}},
+        "volumes": [
+            {"name": "kms-fs", "claimName": "golang-engine-storage-kms-0", "subPath": "keys"}
+        ],
+    },
+    "destination": {
+        "s3": {
+            "bucket": "lamassu-backups",
+            "prefix": "prod",
+            "credentialsSecret": {
+                "name": "s3",
+                "accessKeyIdKey": "id",
+                "secretAccessKeyKey": "secret",
+            },
+            "serverSideEncryption": {"type": "aws:kms", "kmsKeyId": "arn:k"},
+        }
+    },
+    "encryption": {
+        "gpg": {
+            "recipientsSecret": {"name": "gpg-pub", "key": "r.asc"},
+            "signingKeySecret": {"name": "gpg-sign", "key": "s.asc"},
+        }
+    },
+    "verification": {
+        "schedule": "0 3 * * 0",
+        "decryptionKeySecret": {"name": "gpg-priv", "key": "p.asc"},
+    },
+    "runner": {"activeDeadline": "1h", "backoffLimit": 2, "nodeSelector": {"pool": "backup"}},
+}
+OWNER = jobs.Owner(
+    "backup.lamassu.io/v1alpha1", "LamassuBackup", "lamassu-20261124t100000z", "uid-1"
+)
+
+
+def build(component: str) -> dict[str, Any]:
+    return jobs.backup_job(
+        BackupPolicySpec.model_validate(POLICY),
+        namespace="lamassu",
+        policy_name="lamassu",
+        backup_name="lamassu-20261124t100000z",
+        set_time="20261124T100000Z",
+        component=component,
+        owner=OWNER,
+    )
+
+
+def config_of(job: dict[str, Any], env: str = CONFIG_ENV) -> dict[str, Any]:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    value = next(e["value"] for e in container["env"] if e["name"] == env)
+    data: dict[str, Any] = json.loads(value)
+    return data
+
+
+def mounted_files(job: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """path in the container -> (secret, key)."""
+    out = {}
+    for volume in job["spec"]["template"]["spec"]["volumes"]:
+        secret = volume.get("secret")
+        if secret:
+            for item in secret["items"]:
+                out[f"{SECRETS_ROOT}/{secret['secretName']}/{item['path']}"] = (
+                    secret["secretName"],
+                    item["key"],
+                )
+    return out
+
+
+@pytest.mark.parametrize("component", ["postgres", "vault", "config", "volumes"])
+def test_names_labels_and_owner(component: str) -> None:
+    job = build(component)
+    assert job["metadata"]["name"] == f"lamassu-20261124t100000z-{component}"
+    assert job == build(component), "the builder must be deterministic"
+    labels = job["metadata"]["labels"]
+    assert labels["backup.lamassu.io/backup"] == "lamassu-20261124t100000z"
+    assert labels["backup.lamassu.io/component"] == component
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert job["metadata"]["ownerReferences"][0]["controller"] is True
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "backup"}
+
+
+def test_restricted_security_context() -> None:
+    pod = build("postgres")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+    }
+    scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+    assert scratch["emptyDir"]["medium"] == "Memory"
+
+
+def test_every_credential_is_a_mounted_secret_file() -> None:
+    job = build("postgres")
+    cfg = RunnerConfig.model_validate(config_of(job))
+    files = mounted_files(job)
+    assert cfg.postgres is not None
+    assert files[cfg.postgres.username_file] == ("pg", "user")
+    assert files[cfg.postgres.password_file] == ("pg", "pass")
+    assert cfg.destination.access_key_id_file is not None
+    assert files[cfg.destination.access_key_id_file] == ("s3", "id")
+    assert files[cfg.gpg.recipients_file] == ("gpg-pub", "r.asc")
+    # Only what this component needs: no Vault token in the postgres Job.
+    assert all(secret != "vault-token" for secret, _ in files.values())
+    assert cfg.components == ["postgres"]
+    assert cfg.set_prefix == "prod/lamassu/lamassu/20261124T100000Z/"
+    assert cfg.destination.kms_key_id == "arn:k"
+
+
+def test_vault_job_mounts_token_and_ca() -> None:
+    job = build("vault")
+    cfg = RunnerConfig.model_validate(config_of(job))
+    files = mounted_files(job)
+    assert cfg.vault is not None
+    assert cfg.vault.token_file is not None
+    assert files[cfg.vault.token_file] == ("vault-token", "token")
+    assert cfg.vault.ca_file is not None
+    assert files[cfg.vault.ca_file] == ("vault-ca", "ca.crt")
+
+
+def test_config_job_carries_the_selector() -> None:
+    cfg = RunnerConfig.model_validate(config_of(build("config")))
+    assert cfg.config is not None
+    assert cfg.config.selector == "app.kubernetes.io/part-of=lamassu"
+    assert cfg.config.namespace == "lamassu"
+
+
+def test_volumes_job_mounts_the_claim_read_only() -> None:
+    job = build("volumes")
+    pod = job["spec"]["template"]["spec"]
+    claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    assert claim["persistentVolumeClaim"] == {
+        "claimName": "golang-engine-storage-kms-0",
+        "readOnly": True,
+    }
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == claim["name"])
+    assert mount["readOnly"] is True
+    assert mount["subPath"] == "keys"
+    cfg = RunnerConfig.model_validate(config_of(job))
+    assert cfg.volumes[0].path == mount["mountPath"]
+
+
+def test_commit_job_needs_only_bucket_and_signing_key() -> None:
+    job = jobs.commit_job(
+        BackupPolicySpec.model_validate(POLICY),
+        namespace="lamassu",
+        policy_name="lamassu",
+        backup_name="lamassu-20261124t100000z",
+        set_time="20261124T100000Z",
+        components=["postgres", "vault"],
+        owner=OWNER,
+    )
+    assert job["metadata"]["name"] == "lamassu-20261124t100000z-commit"
+    secrets = {secret for secret, _ in mounted_files(job).values()}
+    assert secrets == {"s3", "gpg-pub", "gpg-sign"}
+    cfg = RunnerConfig.model_validate(config_of(job))
+    assert cfg.postgres is None
+    assert cfg.components == ["postgres", "vault"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [
+        "commit",
+        "--allow-partial",
+    ]
+
+
+def test_verify_job_is_a_drill_with_the_decryption_key() -> None:
+    job = jobs.verify_job(
+        BackupPolicySpec.model_validate(POLICY),
+        namespace="lamassu",
+        policy_name="lamassu",
+        backup_name="lamassu-20261124t100000z",
+        set_time="20261124T100000Z",
+        components=["postgres", "vault", "config"],
+        tick="20261129T030000Z",
+        owner=OWNER,
+    )
+    assert job is not None
+    cfg = RestoreRunConfig.model_validate(config_of(job, jobs.RESTORE_CONFIG_ENV))
+    assert cfg.mode == "Drill"
+    assert cfg.components == ["postgres", "vault"]
+    assert mounted_files(job)[cfg.decryption_key_file] == ("gpg-priv", "p.asc")
+    assert job["metadata"]["name"] == "lamassu-20261124t100000z-verify-20261129t030000z"
+
+
+def test_long_names_stay_valid_and_distinct() -> None:
+    long_backup = "a-very-long-policy-name-that-keeps-going-and-going-20261124t100000z"
+    names = {
+        jobs.component_job_name(long_backup, c) for c in ("postgres", "vault", "config", "awsKms")
+    }
+    assert len(names) == 4
+    assert all(len(n) <= 63 for n in names)
+    assert jobs.commit_job_name(long_backup) != jobs.commit_job_name(
+        long_backup.replace("10", "11")
+    )
+
+
+def test_backup_records_are_not_owned_by_the_policy() -> None:
+    resource = jobs.backup_resource(
+        namespace="ns",
+        policy_name="p",
+        name="p-1",
+        trigger=Trigger.SCHEDULED,
+        components=[],
+        scheduled_time="2026-11-24T10:00:00Z",
+    )
+    assert "ownerReferences" not in resource["metadata"]
+    assert resource["metadata"]["labels"]["backup.lamassu.io/policy"] == "p"
+    assert resource["spec"]["trigger"] == "Scheduled"
