@@ -137,6 +137,7 @@ def postgres_settings(mounts: _Mounts, pg: PostgresComponent) -> PostgresSetting
         database=pg.database,
         schemas=list(pg.schemas),
         compression=pg.compression,
+        parallel=pg.parallel,
     )
 
 

@@ -63,6 +63,8 @@ class PostgresSettings(_Config):
     database: str = "lamassu"
     schemas: list[str] = Field(default_factory=list)
     compression: Compression = Field(default_factory=Compression)
+    parallel: int = Field(default=2, ge=1, le=8)
+    """Databases dumped at the same time."""
 
 
 class VaultSettings(_Config):

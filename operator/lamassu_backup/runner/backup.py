@@ -16,6 +16,7 @@ import os
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 from ..models.runner import (
     ArtifactRecord,
     ComponentOutcome,
+    PostgresSettings,
     RunnerConfig,
     RunnerResult,
     VaultSettings,
@@ -251,56 +253,81 @@ class BackupRun:
         version = pg.server_version_num(conn)
         pg_dump = pg.pick_tool("pg_dump", version // 10000)
         pg_dump_major = pg.tool_major(pg_dump)
-        algorithm = settings.compression.algorithm
-        level = settings.compression.level
         if settings.layout == DatabaseLayout.DATABASES:
             targets: list[tuple[str, str | None]] = [(db, None) for db in settings.databases]
         else:
             targets = [(settings.database, s) for s in settings.schemas] or [
                 (settings.database, None)
             ]
-        artifacts = []
-        for database, schema in targets:
-            artifact_name = database if schema is None else f"{database}.{schema}"
-            with pg.SnapshotSession(conn, database) as session:
-                facts = pg.table_facts(session, schema)
-                argv = pg.dump_command(
-                    pg_dump,
-                    database,
-                    snapshot=session.snapshot,
-                    compress_level=level if algorithm == CompressionAlgorithm.GZIP else 0,
-                    schema=schema,
-                )
-                source = ProcessSource(
-                    argv,
-                    env=conn.env(database),
-                    label=f"pg_dump of {artifact_name}",
-                    describe_error=functools.partial(pg_dump_error, artifact_name),
-                )
-                artifacts.append(
-                    self.store_artifact(
-                        source,
-                        layout.postgres_keys(artifact_name, algorithm.value),
-                        component="postgres",
-                        name=artifact_name,
-                        kind="pg-dump",
-                        compression=compression_label(algorithm, level),
-                        compressor=compressor_argv(algorithm, level),
-                        details={
-                            "database": database,
-                            **({"schema": schema} if schema else {}),
-                            "serverVersionNum": version,
-                            "pgDumpMajor": pg_dump_major,
-                            **facts,
-                        },
-                    )
-                )
+        dump = functools.partial(
+            self._dump_database,
+            conn,
+            settings,
+            version=version,
+            pg_dump=pg_dump,
+            pg_dump_major=pg_dump_major,
+        )
+        _ = self.keyring  # import the recipients once, before the workers share the keyring
+        # A few databases at a time: the small ones finish while the big one streams, and each
+        # pipeline is already several processes, so more than two buys nothing on small nodes.
+        with ThreadPoolExecutor(
+            max_workers=max(1, settings.parallel), thread_name_prefix="pg"
+        ) as pool:
+            futures = [pool.submit(dump, database, schema) for database, schema in targets]
+        artifacts = [f.result() for f in futures]  # raises the first database's failure
         return ComponentOutcome(
             component="postgres",
             ok=True,
             artifacts=artifacts,
             details={"serverVersionNum": version},
         )
+
+    def _dump_database(
+        self,
+        conn: pg.PgConnection,
+        settings: PostgresSettings,
+        database: str,
+        schema: str | None,
+        *,
+        version: int,
+        pg_dump: str,
+        pg_dump_major: int | None,
+    ) -> ArtifactRecord:
+        """Dump one database (or schema) from its own exported snapshot into the set."""
+        algorithm = settings.compression.algorithm
+        level = settings.compression.level
+        artifact_name = database if schema is None else f"{database}.{schema}"
+        with pg.SnapshotSession(conn, database) as session:
+            facts = pg.table_facts(session, schema)
+            argv = pg.dump_command(
+                pg_dump,
+                database,
+                snapshot=session.snapshot,
+                compress_level=level if algorithm == CompressionAlgorithm.GZIP else 0,
+                schema=schema,
+            )
+            source = ProcessSource(
+                argv,
+                env=conn.env(database),
+                label=f"pg_dump of {artifact_name}",
+                describe_error=functools.partial(pg_dump_error, artifact_name),
+            )
+            return self.store_artifact(
+                source,
+                layout.postgres_keys(artifact_name, algorithm.value),
+                component="postgres",
+                name=artifact_name,
+                kind="pg-dump",
+                compression=compression_label(algorithm, level),
+                compressor=compressor_argv(algorithm, level),
+                details={
+                    "database": database,
+                    **({"schema": schema} if schema else {}),
+                    "serverVersionNum": version,
+                    "pgDumpMajor": pg_dump_major,
+                    **facts,
+                },
+            )
 
     def _vault_client(self, settings: VaultSettings) -> VaultClient:
         # Client libraries load only for the components that use them: the runner's memory
