@@ -28,14 +28,14 @@ from pathlib import Path
 from lamassu_platform import datagen
 from lamassu_platform.gpg import make_keys
 from lamassu_platform.postgres import PostgresServer
-from lamassu_platform.s3 import S3Server
+from lamassu_platform.s3 import S3Server, VersityGateway
 
 from .common import MIB, Measurement, dir_size, measure, table
 
 BUCKET = "bench-backups"
 
 
-def object_mib(s3: S3Server, prefix: str) -> float:
+def object_mib(s3: S3Server | VersityGateway, prefix: str) -> float:
     total = 0
     for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         total += sum(item["Size"] for item in page.get("Contents", []))
@@ -102,13 +102,20 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--compressions", default="zstd,lz4")
+    parser.add_argument(
+        "--s3",
+        choices=["moto", "versitygw"],
+        default=os.environ.get("BENCH_S3", "versitygw"),
+        help="the S3 server: moto (the tests' server; its own ingest speed dominates) or versitygw",
+    )
     args = parser.parse_args()
     if shutil.which("aws") is None:
         print("the runbook uses the aws CLI; install awscli to include it", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="bench-backup-"))
     rows: list[Measurement] = []
     try:
-        with PostgresServer(work / "pg") as pg, S3Server(work / "s3") as s3:
+        server = VersityGateway(work / "s3") if args.s3 == "versitygw" else S3Server(work / "s3")
+        with PostgresServer(work / "pg") as pg, server as s3:
             keys = make_keys(work / "gpg")
             print(f"generating {args.size_mib} MiB of Lamassu data ...", flush=True)
             dataset = datagen.generate(pg, args.size_mib, seed=args.seed)
@@ -116,7 +123,11 @@ def main() -> int:
                 f"  {dataset.data_bytes / MIB:.0f} MiB in tables, {dataset.database_bytes / MIB:.0f} MiB in databases ({dataset.seconds:.1f}s)"
             )
             s3.create_bucket(BUCKET)
-            _, kms_arn = s3.create_kms_key(alias="alias/bench")
+            kms_arn = (
+                s3.create_kms_key(alias="alias/bench")[1]
+                if isinstance(s3, S3Server)
+                else "arn:aws:kms:us-east-1:123456789012:key/bench"
+            )
             env = {**os.environ, **pg.env(), **s3.env(), "GNUPGHOME": str(keys.keygen_home)}
             dbs = list(dataset.databases)
             pg_dump = pg.tool("pg_dump")

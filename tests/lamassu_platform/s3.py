@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -19,7 +22,7 @@ from typing import Any, Self
 import boto3
 from botocore.config import Config
 
-from ._util import free_port, stop_process, wait_for
+from ._util import REPO_ROOT, free_port, stop_process, wait_for
 
 ACCESS_KEY = "AKIALAMASSUTEST00001"
 SECRET_KEY = "lamassu-test-secret-key-not-a-real-one"
@@ -181,3 +184,98 @@ class S3Server:
             name = alias if alias.startswith("alias/") else f"alias/{alias}"
             kms.create_alias(AliasName=name, TargetKeyId=meta["KeyId"])
         return str(meta["KeyId"]), str(meta["Arn"])
+
+
+class VersityGateway:
+    """The Versity S3 Gateway on a loopback port, objects in a directory: a fast S3 server for
+    the benchmarks (it accepts SSE headers and ignores them; it has no KMS)."""
+
+    region = "us-east-1"
+    access_key = ACCESS_KEY
+    secret_key = SECRET_KEY
+
+    def __init__(self, work_dir: Path | str) -> None:
+        self.work_dir = Path(work_dir)
+        self.port = free_port()
+        self.log_path = self.work_dir / "versitygw.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        binary = (
+            subprocess.run(
+                ["bash", str(REPO_ROOT / "scripts" / "build-versitygw.sh")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        # Objects in memory (tmpfs): the benchmark measures the pipeline, not this disk.
+        root = self.root = Path(tempfile.mkdtemp(prefix="lamassu-vgw-", dir="/dev/shm"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                f"127.0.0.1:{self.port}",
+                "--access",
+                self.access_key,
+                "--secret",
+                self.secret_key,
+                "--region",
+                self.region,
+                "--quiet",
+                "posix",
+                str(root),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._answers, timeout=30, what="versitygw to answer")
+        return self
+
+    def _answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc)
+            self._proc = None
+        if getattr(self, "root", None) is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client for this server."""
+        factory: Any = boto3.client  # the stubs' overloads want a literal service name
+        return factory(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
