@@ -424,29 +424,17 @@ def commit_job(
 ) -> dict[str, Any]:
     """The Job that writes the set's manifest (and signature) once every component Job ended."""
     mounts = _Mounts()
-    cfg = runner_config(
+    # Built for no component, so only the bucket and the GPG keys are mounted: the commit reads
+    # the part records and signs, it never needs database or Vault credentials.
+    slim = runner_config(
         policy,
         namespace=namespace,
         policy_name=policy_name,
         backup_name=backup_name,
         set_time=set_time,
-        components=components,
+        components=[],
         mounts=mounts,
-    )
-    # The commit reads part records and signs: it needs the bucket and the signing key only.
-    slim = cfg.model_copy(
-        update={"postgres": None, "vault": None, "config": None, "volumes": [], "aws_kms": None}
-    )
-    keep = {
-        slim.destination.access_key_id_file,
-        slim.destination.secret_access_key_file,
-        slim.destination.session_token_file,
-        slim.destination.ca_file,
-        slim.gpg.recipients_file,
-        slim.gpg.signing_key_file,
-        slim.gpg.signing_passphrase_file,
-    }
-    _prune(mounts, {p for p in keep if p})
+    ).model_copy(update={"components": components})
     return job_manifest(
         name=commit_job_name(backup_name),
         namespace=namespace,
@@ -462,22 +450,6 @@ def commit_job(
         env={CONFIG_ENV: slim.model_dump_json(by_alias=True, exclude_none=True)},
         mounts=mounts,
     )
-
-
-def _prune(mounts: _Mounts, keep_paths: set[str]) -> None:
-    """Drop Secret items (and empty volumes) no path in ``keep_paths`` refers to."""
-    for volume in list(mounts.volumes):
-        secret = volume["secret"]["secretName"]
-        items = [
-            i
-            for i in volume["secret"]["items"]
-            if f"{SECRETS_ROOT}/{secret}/{i['path']}" in keep_paths
-        ]
-        if items:
-            volume["secret"]["items"] = items
-        else:
-            mounts.volumes.remove(volume)
-            mounts.mounts[:] = [m for m in mounts.mounts if m["name"] != volume["name"]]
 
 
 def verify_job(
