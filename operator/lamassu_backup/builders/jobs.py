@@ -398,18 +398,23 @@ def backup_job(
         namespace=namespace,
         owner=owner,
         runner=policy.runner,
-        labels={
-            LABEL_POLICY: policy_name,
-            LABEL_BACKUP: backup_name,
-            LABEL_COMPONENT: component,
-            LABEL_ROLE: "backup",
-        },
+        labels=run_labels(policy_name, backup_name, component, "backup"),
         command=["lamassu-backup", "runner", "backup", "--component", component, "--no-commit"],
         env={CONFIG_ENV: cfg.model_dump_json(by_alias=True, exclude_none=True)},
         mounts=mounts,
         extra_volumes=extra_volumes,
         extra_mounts=extra_mounts,
     )
+
+
+def run_labels(policy_name: str, backup_name: str, component: str, role: str) -> dict[str, str]:
+    """Labels every Job of a run carries: the Job watcher finds its run by them."""
+    return {
+        LABEL_POLICY: policy_name,
+        LABEL_BACKUP: backup_name,
+        LABEL_COMPONENT: component,
+        LABEL_ROLE: role,
+    }
 
 
 def commit_job(
@@ -440,12 +445,7 @@ def commit_job(
         namespace=namespace,
         owner=owner,
         runner=policy.runner,
-        labels={
-            LABEL_POLICY: policy_name,
-            LABEL_BACKUP: backup_name,
-            LABEL_COMPONENT: "commit",
-            LABEL_ROLE: "commit",
-        },
+        labels=run_labels(policy_name, backup_name, "commit", "commit"),
         command=["lamassu-backup", "runner", "commit", "--allow-partial"],
         env={CONFIG_ENV: slim.model_dump_json(by_alias=True, exclude_none=True)},
         mounts=mounts,
@@ -507,12 +507,7 @@ def verify_job(
         namespace=namespace,
         owner=owner,
         runner=policy.runner,
-        labels={
-            LABEL_POLICY: policy_name,
-            LABEL_BACKUP: backup_name,
-            LABEL_COMPONENT: "verify",
-            LABEL_ROLE: "verify",
-        },
+        labels=run_labels(policy_name, backup_name, "verify", "verify"),
         command=["lamassu-backup", "runner", "restore"],
         env={RESTORE_CONFIG_ENV: cfg.model_dump_json(by_alias=True, exclude_none=True)},
         mounts=mounts,
