@@ -5,7 +5,8 @@ On the real local platform, with the operator running as a process under the cha
 - latency: a new policy carrying the run-now annotation -> its first runner Job observed
   (watch), over N policies (p50, p90, max); the same for a LamassuBackup created directly;
 - scale: RSS and CPU of the operator with 0 and then 1,000 policies, and the time until every
-  policy has been evaluated once (status.observedGeneration set).
+  policy has been evaluated once (status.observedGeneration set), then the idle CPU over one
+  policy period, with the operator's shipped settings (not the tests' shortened ones).
 
 Run: ``make bench-operator`` (BENCH_POLICIES=1000, BENCH_RUNS=20).
 """
@@ -18,6 +19,7 @@ import statistics
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from lamassu_platform.operator_proc import Operator
 from lamassu_platform.stack import NAMESPACE, Platform
 
 GROUP, VERSION = "backup.lamassu.io", "v1alpha1"
+IDLE_WINDOW_SECONDS = 310
 
 
 class JobWatcher:
@@ -43,13 +46,21 @@ class JobWatcher:
     def _run(self) -> None:
         w = watch.Watch()
         while not self._stop:
-            for event in w.stream(
-                self._batch.list_namespaced_job, self._namespace, timeout_seconds=5
-            ):
-                labels = event["object"].metadata.labels or {}
-                backup = labels.get(f"{GROUP}/backup")
-                if backup and backup not in self.seen:
-                    self.seen[backup] = time.monotonic()
+            try:
+                for event in w.stream(
+                    self._batch.list_namespaced_job, self._namespace, timeout_seconds=5
+                ):
+                    labels = event["object"].metadata.labels or {}
+                    backup = labels.get(f"{GROUP}/backup")
+                    if backup and backup not in self.seen:
+                        self.seen[backup] = time.monotonic()
+            except Exception:  # noqa: BLE001 - the apiserver going away at the end is expected
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Ends the watch before the platform goes down (no traceback at teardown)."""
+        self._stop = True
+        self._thread.join(timeout=10)
 
     def wait_for(self, backup_prefix: str, timeout: float = 60) -> float:
         deadline = time.monotonic() + timeout
@@ -71,6 +82,10 @@ def policy_body(
 ) -> dict[str, Any]:
     body = platform.sample_policy(name)
     body["spec"]["components"] = {"config": body["spec"]["components"]["config"]}
+    # Daily, twelve hours from now: no scheduled run of the 1,000 lands inside the measurement.
+    due = datetime.now(UTC) + timedelta(hours=12)
+    body["spec"]["schedule"] = f"{due.minute} {due.hour} * * *"
+    body["spec"]["timeZone"] = "UTC"
     if annotations:
         body["metadata"]["annotations"] = annotations
     return body
@@ -87,7 +102,7 @@ def main() -> int:
     with Platform(work / "platform", data_mib=2) as platform:
         api = platform.api()
         custom = client.CustomObjectsApi(api)
-        operator = Operator(platform, work / "operator.log")
+        operator = Operator(platform, work / "operator.log", fast=False)
         operator.start()
         try:
             time.sleep(3)
@@ -148,10 +163,13 @@ def main() -> int:
                     break
                 time.sleep(2)
             all_seen = time.monotonic() - created
+            # Idle cost over one whole policy period (LAMASSU_POLICY_MAX_SLEEP_SECONDS, 300 s by
+            # default): every policy re-evaluated and its Secret references re-checked once.
             settle_cpu = operator.cpu_seconds()
-            time.sleep(60)
+            time.sleep(IDLE_WINDOW_SECONDS)
             idle_cpu = operator.cpu_seconds() - settle_cpu
             rss = operator.rss_mib()
+            watcher.stop()
         finally:
             operator.stop()
     print()
@@ -170,8 +188,10 @@ def main() -> int:
     print(
         f"{args.policies} policies created in {create_seconds:.1f} s; all {evaluated} evaluated after {all_seen:.1f} s"
     )
+    print(f"operator RSS with {args.policies + 2 * args.runs} policies: {rss:.0f} MiB")
     print(
-        f"operator RSS with {args.policies + 2 * args.runs} policies: {rss:.0f} MiB; idle CPU over 60 s: {idle_cpu:.1f} s ({idle_cpu / 60 * 100:.0f}% of one core)"
+        f"idle CPU over the next {IDLE_WINDOW_SECONDS} s (every policy re-evaluated once): "
+        f"{idle_cpu:.1f} s ({idle_cpu / IDLE_WINDOW_SECONDS * 100:.1f}% of one core)"
     )
     return 0
 

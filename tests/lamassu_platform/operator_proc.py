@@ -100,11 +100,21 @@ def chart_rbac_kubeconfig(platform: Platform, out: Path) -> Path:
     return out
 
 
+FAST_SETTINGS = {
+    "LAMASSU_POLICY_MAX_SLEEP_SECONDS": "5",
+    "LAMASSU_DISCOVERY_INTERVAL_SECONDS": "20",
+    "LAMASSU_SECRET_CHECK_SECONDS": "5",
+}
+
+
 class Operator:
     """The operator process (under the chart's RBAC); can be stopped, killed and started again."""
 
-    def __init__(self, platform: Platform, log: Path) -> None:
+    def __init__(self, platform: Platform, log: Path, *, fast: bool = True) -> None:
         self.platform = platform
+        # Tests shorten the operator's periods so that they see effects in seconds; a benchmark
+        # measures the shipped defaults (fast=False).
+        self.settings = FAST_SETTINGS if fast else {}
         self.log = log
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -116,9 +126,7 @@ class Operator:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "LAMASSU_METRICS_PORT": str(self.metrics_port),
-            "LAMASSU_POLICY_MAX_SLEEP_SECONDS": "5",
-            "LAMASSU_DISCOVERY_INTERVAL_SECONDS": "20",
-            "LAMASSU_SECRET_CHECK_SECONDS": "5",
+            **self.settings,
             "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "tests")]),
         }
         env.pop("KUBERNETES_SERVICE_HOST", None)

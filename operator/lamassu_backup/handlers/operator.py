@@ -265,7 +265,7 @@ def _config_event(
     etype = event.get("type")
     if kind == "Secret" and etype is not None:
         # A referenced Secret may have appeared or changed: re-check the policies' references.
-        for policy in memo.policies.invalidate_namespace(namespace):
+        for policy in memo.policies.invalidate_secret(namespace, name):
             _wake(memo, namespace, policy)
     matching = [
         w

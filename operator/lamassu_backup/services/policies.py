@@ -144,7 +144,10 @@ class PolicyService:
         self.kube = kube
         self.runs = runs
         self.settings = settings
-        self._secrets_checked: dict[tuple[str, str, int], tuple[datetime, str | None]] = {}
+        # (namespace, policy, generation) -> (checked at, error or None, Secret names referenced)
+        self._secrets_checked: dict[
+            tuple[str, str, int], tuple[datetime, str | None, frozenset[str]]
+        ] = {}
         self._lock = threading.Lock()
 
     def tick(self, body: dict[str, Any], runs: Sequence[RunSummary], now: datetime) -> TickResult:
@@ -530,14 +533,14 @@ class PolicyService:
             cached = self._secrets_checked.get(key)
         if cached and now - cached[0] < timedelta(seconds=self.settings.secret_check_seconds):
             return cached[1]
+        refs = secret_refs.references(spec) + secret_refs.verification_references(spec)
         try:
-            refs = secret_refs.references(spec) + secret_refs.verification_references(spec)
             secret_refs.check(self.kube, namespace, refs)
             error = None
         except LamassuBackupError as exc:
             error = f"{exc.reason}: {exc.message}"
         with self._lock:
-            self._secrets_checked[key] = (now, error)
+            self._secrets_checked[key] = (now, error, frozenset(r.secret for r in refs))
         return error
 
     def invalidate(self, namespace: str, name: str) -> None:
@@ -546,10 +549,18 @@ class PolicyService:
             for key in [k for k in self._secrets_checked if k[:2] == (namespace, name)]:
                 del self._secrets_checked[key]
 
-    def invalidate_namespace(self, namespace: str) -> list[str]:
-        """Forget cached Secret checks of every policy in a namespace; returns their names."""
+    def invalidate_secret(self, namespace: str, secret: str) -> list[str]:
+        """Forget the cached checks of the policies referring to a Secret; returns their names.
+
+        Only those: a Secret change in a namespace with a thousand policies must not send a
+        thousand re-checks to the apiserver.
+        """
         with self._lock:
-            keys = [k for k in self._secrets_checked if k[0] == namespace]
+            keys = [
+                k
+                for k, (_, _, names) in self._secrets_checked.items()
+                if k[0] == namespace and secret in names
+            ]
             for key in keys:
                 del self._secrets_checked[key]
         return sorted({k[1] for k in keys})
