@@ -66,12 +66,8 @@ build-deps: ## Build (or take from the cache) the control plane, OpenBao and Hel
 	bash scripts/build-helm.sh >/dev/null
 
 .PHONY: test
-test: venv system-deps lint build-deps ## Install what the tests need, lint, run every test tier but `slow`
-	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
-
-.PHONY: test-slow
-test-slow: venv system-deps build-deps ## The slow tier (long end-to-end scenarios)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+test: venv system-deps lint build-deps ## Install what the tests need, lint, run every test tier (CI: .ci/run)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: platform-up
 platform-up: venv system-deps build-deps ## Start the local platform in the background (.platform/env, .platform/kubeconfig)
