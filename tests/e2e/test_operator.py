@@ -4,6 +4,7 @@ runner against real PostgreSQL, GnuPG, S3 server and OpenBao."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import signal
 import socket
 import threading
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from lamassu_platform.stack import BUCKET, Platform
 
@@ -532,3 +534,95 @@ def test_scheduled_verification_records_evidence(cluster: Cluster, operator: Ope
     assert cluster.platform.pg is not None
     leftovers = [d for d in cluster.platform.pg.databases() if "__drill" in d or "__restoring" in d]
     assert leftovers == []
+
+
+def _claim(cluster: Cluster, ns: str, name: str) -> None:
+    cluster.core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        },
+    )
+
+
+def _holder(cluster: Cluster, ns: str, name: str, claim: str, node: str | None = None) -> None:
+    """A Pod that mounts a claim (as Lamassu's KMS does its key store); on ``node`` if given."""
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "app",
+                "image": "lamassu/kms",
+                "command": ["sleep", "300"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+    }
+    if node:
+        spec["nodeName"] = node
+    cluster.core.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": spec})
+
+
+def test_volumes_job_follows_its_readwriteonce_claim(cluster: Cluster, operator: Operator) -> None:
+    ns = cluster.namespace()
+    _claim(cluster, ns, "hsm-tokens")
+    _holder(cluster, ns, "kms-0", "hsm-tokens")
+    holder = cluster.wait(
+        "the claim's Pod to be placed",
+        lambda: cluster.core.read_namespaced_pod("kms-0", ns).spec.node_name,
+        timeout=30,
+    )
+    config = cluster.platform.sample_policy()["spec"]["components"]["config"]
+    volumes = [{"name": "softhsm-tokens", "claimName": "hsm-tokens"}]
+    try:
+        cluster.policy(ns, "lamassu", components={"config": config, "volumes": volumes})
+        cluster.backup(ns, "pinned", "lamassu")
+        done = cluster.wait_phase(ns, "pinned", ("Completed", "PartiallyFailed", "Failed"))
+        assert done["status"]["phase"] == "Completed", done["status"]
+        assert "volumes" in {a["component"] for a in done["status"]["artifacts"]}
+        job = next(j for j in cluster.jobs(ns, "pinned") if j.metadata.name == "pinned-volumes")
+        terms = job.spec.template.spec.affinity.node_affinity
+        term = terms.required_during_scheduling_ignored_during_execution.node_selector_terms[0]
+        assert term.match_fields[0].key == "metadata.name"
+        assert term.match_fields[0].values == [holder]
+
+        # A second ReadWriteOnce claim held on another node: no Pod can mount both. The volumes
+        # component fails at once, naming both; the other components still run.
+        _claim(cluster, ns, "fs-keys")
+        _holder(cluster, ns, "va-0", "fs-keys", node="other-node")
+        volumes.append({"name": "fs-keys", "claimName": "fs-keys"})
+        cluster.custom.patch_namespaced_custom_object(
+            "backup.lamassu.io",
+            "v1alpha1",
+            ns,
+            "lamassubackuppolicies",
+            "lamassu",
+            {"spec": {"components": {"volumes": volumes}}},
+        )
+        cluster.backup(ns, "split", "lamassu")
+        done = cluster.wait_phase(ns, "split", ("Completed", "PartiallyFailed", "Failed"))
+        status = done["status"]
+        assert status["phase"] == "PartiallyFailed", status
+        assert status["components"]["config"]["phase"] == "Completed"
+        vol = status["components"]["volumes"]
+        assert vol["phase"] == "Failed"
+        assert vol["reason"] == "ClaimsOnDifferentNodes"
+        assert f"hsm-tokens on {holder}" in vol["message"]
+        assert "fs-keys on other-node" in vol["message"]
+        assert "split-volumes" not in {j.metadata.name for j in cluster.jobs(ns, "split")}
+        cluster.wait(
+            "a ComponentFailed event",
+            lambda: any(
+                e.reason == "ComponentFailed" and "fs-keys on other-node" in e.message
+                for e in cluster.events(ns, "split")
+            ),
+            timeout=15,
+        )
+    finally:
+        for pod in ("kms-0", "va-0"):
+            with contextlib.suppress(ApiException):
+                cluster.core.delete_namespaced_pod(pod, ns, grace_period_seconds=0)

@@ -57,7 +57,7 @@ OWNER = jobs.Owner(
 )
 
 
-def build(component: str) -> dict[str, Any]:
+def build(component: str, node: str | None = None) -> dict[str, Any]:
     return jobs.backup_job(
         BackupPolicySpec.model_validate(POLICY),
         namespace="lamassu",
@@ -66,6 +66,7 @@ def build(component: str) -> dict[str, Any]:
         set_time="20261124T100000Z",
         component=component,
         owner=OWNER,
+        node=node,
     )
 
 
@@ -169,6 +170,15 @@ def test_volumes_job_mounts_the_claim_read_only() -> None:
     assert mount["subPath"] == "keys"
     cfg = RunnerConfig.model_validate(config_of(job))
     assert cfg.volumes[0].path == mount["mountPath"]
+
+
+def test_volumes_job_is_pinned_to_the_node_holding_its_claims() -> None:
+    pod = build("volumes", node="worker-2")["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["worker-2"]}]}
+    ]
+    assert "affinity" not in build("volumes")["spec"]["template"]["spec"]
 
 
 def test_commit_job_needs_only_bucket_and_signing_key() -> None:

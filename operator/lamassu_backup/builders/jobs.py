@@ -26,7 +26,7 @@ from ..models.runner import (
     VaultSettings,
     VolumeSettings,
 )
-from . import layout
+from . import layout, placement
 
 GROUP = "backup.lamassu.io"
 LABEL_POLICY = f"{GROUP}/policy"
@@ -268,6 +268,7 @@ def job_manifest(
     mounts: _Mounts,
     extra_volumes: list[dict[str, Any]] | None = None,
     extra_mounts: list[dict[str, Any]] | None = None,
+    node: str | None = None,
 ) -> dict[str, Any]:
     """A batch/v1 Job running the runner with a restricted security context."""
     all_labels = {
@@ -309,6 +310,8 @@ def job_manifest(
         "containers": [container],
         "volumes": volumes,
     }
+    if node:
+        pod_spec["affinity"] = placement.node_affinity(node)
     if runner.node_selector:
         pod_spec["nodeSelector"] = dict(runner.node_selector)
     if runner.tolerations:
@@ -362,8 +365,12 @@ def backup_job(
     set_time: str,
     component: str,
     owner: Owner,
+    node: str | None = None,
 ) -> dict[str, Any]:
-    """The Job backing up one component of a set (it records its outcome; commit comes later)."""
+    """The Job backing up one component of a set (it records its outcome; commit comes later).
+
+    ``node`` pins it to the node holding the volumes' ReadWriteOnce claims (see placement).
+    """
     mounts = _Mounts()
     cfg = runner_config(
         policy,
@@ -404,6 +411,7 @@ def backup_job(
         mounts=mounts,
         extra_volumes=extra_volumes,
         extra_mounts=extra_mounts,
+        node=node,
     )
 
 

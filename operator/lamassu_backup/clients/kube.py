@@ -293,6 +293,39 @@ class KubeApi:
         pods = [self.plain(p) for p in resp.items]
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
 
+    # -- volumes -----------------------------------------------------------------------------
+
+    def claim_access_modes(self, namespace: str, claim: str) -> list[str] | None:
+        """A PersistentVolumeClaim's access modes, or None when it does not exist."""
+        try:
+            pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(
+                f"reading PersistentVolumeClaim {namespace}/{claim}: HTTP {exc.status} {exc.reason}",
+                reason=_reason(exc.status),
+            ) from None
+        return list(pvc.spec.access_modes or [])
+
+    def claim_nodes(self, namespace: str) -> dict[str, set[str]]:
+        """For each claim mounted by a scheduled, unfinished Pod of the namespace: its nodes."""
+        resp = guard(
+            f"listing Pods in {namespace}",
+            lambda: self.core.list_namespaced_pod(
+                namespace, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+            ),
+        )
+        out: dict[str, set[str]] = {}
+        for pod in resp.items:
+            node = pod.spec.node_name
+            if not node:
+                continue
+            for vol in pod.spec.volumes or []:
+                if vol.persistent_volume_claim is not None:
+                    out.setdefault(vol.persistent_volume_claim.claim_name, set()).add(node)
+        return out
+
     # -- secrets and RBAC --------------------------------------------------------------------
 
     def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..builders import conditions as cond
-from ..builders import jobs, layout
+from ..builders import jobs, layout, placement
 from ..builders.manifest import parse as parse_manifest
 from ..clients.kube import KubeApi
 from ..errors import LamassuBackupError
@@ -276,8 +276,27 @@ class RunService:
             run.policy.destination.s3.prefix, run.namespace, run.spec.policy_ref.name, set_time
         )
         results: dict[str, Any] = {}
+        events: list[Event] = []
+        placed = self._place_volumes(run) if "volumes" in run.components else placement.Placement()
         try:
             for component in run.components:
+                if component == "volumes" and placed.problem:
+                    # Said now, not after a Pod waited out its deadline; the rest still runs.
+                    results[component] = ComponentResult(
+                        phase=BackupPhase.FAILED,
+                        reason=placed.reason,
+                        message=placed.problem,
+                        completed_at=run.now,
+                    ).to_api()
+                    events.append(
+                        Event(
+                            ref(run.body),
+                            "Warning",
+                            "ComponentFailed",
+                            f"volumes: {placed.problem}",
+                        )
+                    )
+                    continue
                 job = jobs.backup_job(
                     run.policy,
                     namespace=run.namespace,
@@ -286,6 +305,7 @@ class RunService:
                     set_time=set_time,
                     component=component,
                     owner=run.owner(),
+                    node=placed.node if component == "volumes" else None,
                 )
                 self.kube.create_job(job)
                 results[component] = ComponentResult(
@@ -323,7 +343,29 @@ class RunService:
             "Started",
             f"backing up {', '.join(run.components)} to {location}",
         )
-        return RunOutcome(patch=patch, events=[event])
+        return RunOutcome(patch=patch, events=[event, *events])
+
+    def _place_volumes(self, run: _Run) -> placement.Placement:
+        """Where the volumes Job can mount its claims (or why it cannot run at all)."""
+        try:
+            users = self.kube.claim_nodes(run.namespace)
+            claims = []
+            for i, vol in enumerate(run.policy.components.volumes):
+                modes = self.kube.claim_access_modes(run.namespace, vol.claim_name)
+                claims.append(
+                    placement.ClaimState(
+                        spec_field=f"spec.components.volumes[{i}].claimName",
+                        claim=vol.claim_name,
+                        exists=modes is not None,
+                        access_modes=tuple(modes or ()),
+                        nodes=frozenset(users.get(vol.claim_name, ())),
+                    )
+                )
+        except LamassuBackupError as exc:
+            return placement.Placement(
+                reason=exc.reason, problem=f"could not place the volumes Job: {exc.message}"
+            )
+        return placement.volume_placement(claims)
 
     # -- track -------------------------------------------------------------------------------
 
