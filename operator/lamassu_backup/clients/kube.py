@@ -39,6 +39,16 @@ def guard(what: str, call: Callable[[], T]) -> T:
         raise KubernetesError(f"{what}: {type(exc).__name__}") from None
 
 
+def read_or_none(what: str, call: Callable[[], T]) -> T | None:
+    """Like guard, but a 404 is an answer (None), not an error."""
+    try:
+        return guard(what, call)
+    except KubernetesError as exc:
+        if not_found(exc):
+            return None
+        raise
+
+
 def _reason(status: int | None) -> str:
     return {403: "Forbidden", 404: "NotFound", 409: "Conflict"}.get(status or 0, "KubernetesError")
 
@@ -297,16 +307,11 @@ class KubeApi:
 
     def claim_access_modes(self, namespace: str, claim: str) -> list[str] | None:
         """A PersistentVolumeClaim's access modes, or None when it does not exist."""
-        try:
-            pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubernetesError(
-                f"reading PersistentVolumeClaim {namespace}/{claim}: HTTP {exc.status} {exc.reason}",
-                reason=_reason(exc.status),
-            ) from None
-        return list(pvc.spec.access_modes or [])
+        pvc = read_or_none(
+            f"reading PersistentVolumeClaim {namespace}/{claim}",
+            lambda: self.core.read_namespaced_persistent_volume_claim(claim, namespace),
+        )
+        return None if pvc is None else list(pvc.spec.access_modes or [])
 
     def claim_nodes(self, namespace: str) -> dict[str, set[str]]:
         """For each claim mounted by a scheduled, unfinished Pod of the namespace: its nodes."""
@@ -330,15 +335,12 @@ class KubeApi:
 
     def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's decoded data, or None when it does not exist."""
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubernetesError(
-                f"reading Secret {namespace}/{name}: HTTP {exc.status} {exc.reason}",
-                reason=_reason(exc.status),
-            ) from None
+        secret = read_or_none(
+            f"reading Secret {namespace}/{name}",
+            lambda: self.core.read_namespaced_secret(name, namespace),
+        )
+        if secret is None:
+            return None
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def ensure_runner_account(self, namespace: str, name: str) -> bool:
