@@ -102,7 +102,7 @@ def main() -> int:
     with Platform(work / "platform", data_mib=2) as platform:
         api = platform.api()
         custom = client.CustomObjectsApi(api)
-        operator = Operator(platform, work / "operator.log", fast=False)
+        operator = Operator(platform, work / "operator.log", fast=False, pod=False)
         operator.start()
         try:
             time.sleep(3)

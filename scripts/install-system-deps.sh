@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the local platform use, when they are missing.
 # PostgreSQL 15 server (a private cluster per test session), GnuPG, zstd and lz4 (the runner's
-# compression stages), kubectl (the README's commands). Idempotent; quiet when all is present.
+# compression stages), kubectl (the README's commands); and the daemonless container tools that
+# `make images` and the pod runner use (no Docker here): mmdebstrap builds the base image from
+# Debian's packages, buildah builds the images, umoci unpacks them, runc runs the containers.
+# Idempotent; quiet when all is present.
 set -euo pipefail
 
 need=()
@@ -12,6 +15,12 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v lz4 >/dev/null || need+=(lz4)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v tar >/dev/null || need+=(tar)
+command -v buildah >/dev/null || need+=(buildah)
+command -v runc >/dev/null || need+=(runc)
+command -v umoci >/dev/null || need+=(umoci)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+# buildah verifies base-image signatures through this policy file, which buildah alone lacks.
+[ -e /etc/containers/policy.json ] || need+=(golang-github-containers-common)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"

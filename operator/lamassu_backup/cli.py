@@ -110,7 +110,48 @@ def _cmd_runner_restore(args: argparse.Namespace) -> int:
         ctx.close()
 
 
+def _preflight_operator() -> str | None:
+    """What would keep the operator from starting, as one line; None when it can start.
+
+    kopf retries a failing startup handler every minute, forever and out of sight; checked here
+    first, a bad setting, a taken metrics port or an unreachable API server ends the process with
+    a non-zero code and the reason, which Kubernetes shows as CrashLoopBackOff.
+    """
+    from .clients.kube import load_config
+    from .services import metrics
+    from .services.common import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        return f"bad settings: {exc}"
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as exc:
+        return f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror or exc}"
+    try:
+        api = load_config()
+        api.call_api(
+            "/version/",
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=10,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure here means no API access; say which
+        status = getattr(exc, "status", None)
+        detail = f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else str(exc)
+        return f"no access to the Kubernetes API: {type(exc).__name__}: {detail.splitlines()[0] if detail else ''}"
+    return None
+
+
 def _cmd_operator(args: argparse.Namespace) -> int:
+    problem = _preflight_operator()
+    if problem is not None:
+        print(f"lamassu-backup operator: cannot start: {problem}", file=sys.stderr)
+        return 1
+
     from .handlers import run
 
     run(args.namespace or [], args.health_port)

@@ -558,8 +558,18 @@ def _holder(cluster: Cluster, ns: str, name: str, claim: str, node: str | None =
                 "image": "lamassu/kms",
                 "command": ["sleep", "300"],
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                # The namespace enforces the restricted Pod Security level.
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
             }
         ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
     }
     if node:

@@ -29,10 +29,15 @@ def _serve(state: Path, data_mib: int) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    platform = Platform(state / "run", data_mib=data_mib)
+    # Every Pod from its image (the demo's backup Jobs and the operator): runc, unless
+    # LAMASSU_POD_RUNTIME=host asks for the host-process debugging mode.
+    platform = Platform(
+        state / "run", data_mib=data_mib, pod_runtime=os.environ.get("LAMASSU_POD_RUNTIME", "runc")
+    )
     try:
         platform.start()
         platform.write_files(state)
+        (state / "pod-runtime").write_text(platform.pod_runtime + "\n")
     except BaseException as exc:
         (state / FAILED).write_text(f"{type(exc).__name__}: {exc}\n")
         raise

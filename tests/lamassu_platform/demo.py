@@ -1,9 +1,13 @@
 """``make demo``: the operator on the local platform, a policy, an on-demand backup, the result.
 
-Expects ``make platform-up`` to have run. Starts the operator in the background (its log is
-``.platform/operator.log``; ``make platform-down`` stops it), applies the sample policy for the
-sample Lamassu install, asks for a backup now, waits for it, and shows ``kubectl get lamassu``
-and the objects in the S3 server.
+Expects ``make platform-up`` to have run. Installs the operator as a user would, with
+``helm install`` of the chart, and starts its Pod (run by the pod runner from the operator image;
+the test control plane has no Deployment controller, so the demo creates the Pod from the
+Deployment's template). Applies the sample policy for the sample Lamassu install, asks for a
+backup now, waits for it, and shows ``kubectl get lamassu`` and the objects in the S3 server; if
+the backup does not complete, says why. Ports are free ones, so two clones' demos do not clash.
+With ``LAMASSU_POD_RUNTIME=host`` the operator runs as a host process instead
+(``.platform/operator.log``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from ._util import free_port
+from .operator_proc import OPERATOR_NAMESPACE, RELEASE, create_operator_pod, install_chart
+
 OPERATOR_PID = "operator.pid"
 GROUP, VERSION = "backup.lamassu.io", "v1alpha1"
 
@@ -32,6 +39,45 @@ def _env(state: Path) -> dict[str, str]:
             key, _, value = line[len("export ") :].partition("=")
             out[key] = value.strip("'")
     return out
+
+
+OPERATOR_POD = f"{RELEASE}-0"
+
+
+def operator_log(state: Path) -> Path:
+    """Where the operator's output is (the pod runner's log of its container, or the process's)."""
+    if _pod_runtime(state) == "runc":
+        return state / "run" / "pods" / "logs" / f"{OPERATOR_NAMESPACE}_{OPERATOR_POD}_operator.log"
+    return state / "operator.log"
+
+
+def _pod_runtime(state: Path) -> str:
+    path = state / "pod-runtime"
+    return path.read_text().strip() if path.exists() else "host"
+
+
+def start_operator_pod(state: Path, api: client.ApiClient) -> str:
+    """``helm install`` of the chart and the operator's Pod; returns its metrics URL."""
+    core = client.CoreV1Api(api)
+    try:
+        pod = core.read_namespaced_pod(OPERATOR_POD, OPERATOR_NAMESPACE)
+        port = next(p.container_port for p in pod.spec.containers[0].ports if p.name == "metrics")
+        if not pod.metadata.deletion_timestamp and pod.status.phase in ("Pending", "Running"):
+            return f"http://127.0.0.1:{port}/metrics"
+        core.delete_namespaced_pod(OPERATOR_POD, OPERATOR_NAMESPACE, grace_period_seconds=0)
+        time.sleep(2)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    port = free_port()
+    values = {
+        "image": {"pullPolicy": "Never"},
+        "metrics": {"port": port},
+        "healthPort": free_port(),
+    }
+    install_chart(state / "kubeconfig", values, state)
+    create_operator_pod(api, OPERATOR_POD)
+    return f"http://127.0.0.1:{port}/metrics"
 
 
 def start_operator(state: Path) -> int:
@@ -46,7 +92,7 @@ def start_operator(state: Path) -> int:
     env = {
         **os.environ,
         "KUBECONFIG": str(state / "kubeconfig"),
-        "LAMASSU_METRICS_PORT": os.environ.get("LAMASSU_METRICS_PORT", "9180"),
+        "LAMASSU_METRICS_PORT": os.environ.get("LAMASSU_METRICS_PORT") or str(free_port()),
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
     log = (state / "operator.log").open("ab")
@@ -71,14 +117,19 @@ def main() -> int:
         print("the platform is not running: run `make platform-up` first")
         return 1
     env = _env(state)
-    pid = start_operator(state)
-    print(
-        f"operator running (pid {pid}, log {state}/operator.log, metrics http://127.0.0.1:{os.environ.get('LAMASSU_METRICS_PORT', '9180')}/metrics)"
-    )
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(state / "kubeconfig"), client_configuration=cfg)
     api = client.ApiClient(cfg)
     custom = client.CustomObjectsApi(api)
+    if _pod_runtime(state) == "runc":
+        url = start_operator_pod(state, api)
+        print(
+            f"operator installed with helm (release {RELEASE} in {OPERATOR_NAMESPACE}); its Pod "
+            f"runs from the operator image (log {operator_log(state)}, metrics {url})"
+        )
+    else:
+        pid = start_operator(state)
+        print(f"operator running as a host process (pid {pid}, log {operator_log(state)})")
     policy: dict[str, Any] = yaml.safe_load((state / "policy.yaml").read_text())
     namespace = policy["metadata"]["namespace"]
     try:
@@ -133,8 +184,39 @@ def main() -> int:
     print(
         f"\nbackup {name}: {phase}. Try: . {state}/env; kubectl describe lamassubackup {name} -n {namespace}"
     )
+    if phase != "Completed":
+        print(why_not_completed(api, status, operator_log(state)))
     print("Stop everything with: make platform-down")
     return 0 if phase == "Completed" else 1
+
+
+def why_not_completed(api: client.ApiClient, status: dict[str, Any], log: Path) -> str:
+    """The reason a backup did not complete: its own conditions and components, else the
+    operator's state (a Pod that cannot start says so in its status and its last log line)."""
+    lines = []
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("message"):
+            lines.append(f"  {cond['type']}: {cond.get('reason', '')} {cond['message']}")
+    for comp, value in (status.get("components") or {}).items():
+        if value.get("phase") != "Completed":
+            lines.append(
+                f"  {comp}: {value.get('phase')} {value.get('reason', '')} {value.get('message', '')}"
+            )
+    if not status:
+        lines.append("  the operator never picked the backup up")
+        try:
+            pod = client.CoreV1Api(api).read_namespaced_pod(OPERATOR_POD, OPERATOR_NAMESPACE)
+            for st in pod.status.container_statuses or []:
+                state = st.state.waiting or st.state.terminated
+                if state is not None:
+                    lines.append(f"  operator Pod: {state.reason}: {state.message or ''}".rstrip())
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        if log.exists():
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            lines += [f"  operator log: {t}" for t in tail]
+    return "why:\n" + "\n".join(lines) if lines else "why: (no reason recorded)"
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
-"""A pod runner: the kubelet's part for the test control plane, with host processes as containers.
+"""A pod runner: the kubelet's part for the test control plane, running containers from images.
 
 Why: the control plane in :mod:`lamassu_platform.controlplane` has no kubelet and there is no
-container runtime here, yet the operator's backup and restore Jobs must really run, fail, retry
+container engine here, yet the operator's backup and restore Jobs must really run, fail, retry
 and report, with the real Job controller judging them. This runner registers a Ready Node, binds
-pending Pods to it and runs each container's ``command`` + ``args`` as a process on this machine
-(the image is ignored; ``PATH`` starts with the project's venv, so ``lamassu-backup`` or
-``python`` resolve), with the Pod's environment and volumes. Volumes appear at their
-``mountPath`` in a private mount namespace (``unshare --mount``; we are root), so code that reads
-``/var/run/secrets/kubernetes.io/serviceaccount/token`` or a mounted Secret works unchanged.
+pending Pods to it and runs each container **from its image** through ``runc`` (an OCI runtime;
+root, the host's network namespace): the image's root filesystem (unpacked by
+``scripts/build-images.sh``, see :mod:`lamassu_platform.images`) under a per-container overlay,
+its entrypoint/cmd/env/workdir/user, and the Pod's securityContext as a kubelet applies it
+(runAsUser/runAsGroup/fsGroup, runAsNonRoot refused as ``CreateContainerConfigError``,
+readOnlyRootFilesystem, capabilities, allowPrivilegeEscalation as no_new_privs, seccomp
+RuntimeDefault). Volumes are bind mounts. An image that was not built locally leaves the
+container waiting in ``ErrImageNeverPull``, as a kubelet with no registry would.
+
+``host_processes=True`` is the debugging opt-in of the earlier design: the image is ignored and
+``command`` + ``args`` run as host processes (``PATH`` starts with the project's venv) in a
+private mount namespace (``unshare --mount``) holding the volumes at their ``mountPath``.
 Status goes back through ``pods/{name}/status`` as a kubelet would report it: phase, conditions,
 per-container state with exit code, reason and termination message.
 
 Layout of ``state_dir``: ``logs/<namespace>_<pod>_<container>.log`` (stdout and stderr, kept),
-``pods/<uid>/`` (volumes, termination-message files, scratch working directories; removed when
-the Pod is done) and ``pvc/<namespace>/<claim>/`` (PersistentVolumeClaims, kept across Pods).
+``pods/<uid>/`` (volumes, termination-message files, scratch working directories, runc bundles
+and overlay upper directories; removed when the Pod is done) and ``pvc/<namespace>/<claim>/`` (PersistentVolumeClaims, kept across Pods).
 
 Run it in-process (``PodRunner(...).start()``, a background thread) or on its own:
 ``python -m lamassu_platform.podrunner --kubeconfig K --state-dir D``.
@@ -24,11 +31,13 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -47,6 +56,8 @@ from urllib.parse import quote, urlsplit
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+
+from .images import Image
 
 log = logging.getLogger("lamassu_platform.podrunner")
 
@@ -223,8 +234,21 @@ class PodRunner:
         extra_env: Mapping[str, str] | None = None,
         config_timeout: float = 30.0,
         restart_backoff: float = 1.0,
+        images: Mapping[str, Image] | None = None,
+        host_processes: bool = False,
+        schedule: bool = True,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
+        # Containers run from these images (ref -> unpacked image) through runc; any other image
+        # is "not present" (ErrImageNeverPull). host_processes: the image-less debugging mode.
+        self.images: dict[str, Image] = dict(images or {})
+        self.host_processes = host_processes
+        # schedule=False: run only Pods already placed on this node (a second runner beside
+        # another one that schedules, as a second kubelet would be).
+        self.schedule = schedule
+        digest = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12]
+        self.runc_root = RUNC_STATE / digest  # runc's state for this runner's containers only
+        self.seccomp = _seccomp_supported()
         self.state_dir = Path(state_dir).resolve()
         self.node_name = node_name
         self.extra_env = dict(extra_env or {})
@@ -251,6 +275,10 @@ class PodRunner:
         """Register the Node and start watching Pods (returns once the first list is handled)."""
         for sub in ("logs", "pods", "pvc"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        if not self.host_processes:
+            if shutil.which("runc") is None:
+                raise RuntimeError("runc is not installed (make system-deps)")
+            self._remove_stale_containers()
         self.server_version = str(self.api.request("GET", "/version").get("gitVersion", "v0.0.0"))
         self._register_node()
         self._watch_thread = threading.Thread(
@@ -277,6 +305,22 @@ class PodRunner:
         if self._watch_thread is not None:
             self._watch_thread.join(timeout=5)
         self.api.close()
+
+    def _remove_stale_containers(self) -> None:
+        """Containers a killed earlier runner on this state directory left behind."""
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            ["runc", "--root", str(self.runc_root), "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        for cid in out:
+            subprocess.run(
+                ["runc", "--root", str(self.runc_root), "delete", "--force", cid],
+                capture_output=True,
+                check=False,
+            )
 
     def __enter__(self) -> PodRunner:
         return self.start()
@@ -359,8 +403,8 @@ class PodRunner:
                 "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.node_name)),
                 "bootID": str(uuid.uuid4()),
                 "kernelVersion": platform.release(),
-                "osImage": "lamassu pod runner (host processes)",
-                "containerRuntimeVersion": "podrunner://1",
+                "osImage": "lamassu pod runner",
+                "containerRuntimeVersion": "podrunner://1" if self.host_processes else "runc://1",
                 "kubeletVersion": self.server_version,
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
@@ -477,7 +521,7 @@ class PodRunner:
                 self._on_deleting(pod)
             return
         if not node:
-            if phase not in ("Succeeded", "Failed") and uid not in self._bound:
+            if self.schedule and phase not in ("Succeeded", "Failed") and uid not in self._bound:
                 self._bind(pod)
             return
         if node != self.node_name:
@@ -666,14 +710,19 @@ class _Container:
         self.done = False  # terminated for good (no restart will follow)
         self.start_error = ""  # why the command could not be started, if it could not
         self.group_cleared = False  # the process group of ``proc`` has been killed and reaped
+        self.image: Image | None = None  # resolved from spec.image (runc mode)
+        self.cid = ""  # runc container id of the current start
+        self.rootfs: Path | None = None  # the overlay mounted for the current start
 
     def status(self) -> JSON:
         running = "running" in self.state
         return {
             "name": self.name,
             "image": self.spec.get("image") or "",
-            "imageID": "",
-            "containerID": f"podrunner://{self.name}-{self.restart_count}",
+            "imageID": self.image.digest if self.image else "",
+            "containerID": f"runc://{self.cid}"
+            if self.cid
+            else f"podrunner://{self.name}-{self.restart_count}",
             "ready": running and not self.init,
             "started": running,
             "restartCount": self.restart_count,
@@ -766,6 +815,8 @@ class _PodWorker:
             log.exception("pod %s: reporting the final status failed", self.key)
         finally:
             self._kill_all(signal.SIGKILL)
+            for c in self.init_containers + self.containers:
+                self._cleanup_runc(c)  # an abandoned container never reached _finish
             shutil.rmtree(self.dir, ignore_errors=True)  # volumes hold secrets and tokens
             stopping = self._abandon.is_set() or self.runner._stopping.is_set()
             if self._delete.is_set() and not stopping:
@@ -780,12 +831,14 @@ class _PodWorker:
                     "Unsupported", f"sidecar init container {c.name!r} is not supported"
                 )
         for c in self.init_containers + self.containers:
-            if not c.spec.get("command"):
+            if self.runner.host_processes and not c.spec.get("command"):
                 raise ConfigError(
                     "Unsupported",
-                    f"container {c.name!r} has no command: the pod runner ignores images, so "
-                    "every container needs an explicit command",
+                    f"container {c.name!r} has no command: in host-process mode the pod runner "
+                    "ignores images, so every container needs an explicit command",
                 )
+        if not self.runner.host_processes:
+            self._pull_images()
         self._retry_config(self._prepare_volumes)
         self._report()
         for c in self.init_containers:
@@ -797,6 +850,35 @@ class _PodWorker:
         self.phase = "Running"
         self._report()
         self._supervise(envs)
+
+    def _pull_images(self) -> None:
+        """Resolve each container's image; one not built locally waits as ErrImageNeverPull.
+
+        A kubelet keeps such a Pod Pending (retrying the pull) until it is deleted; so does this.
+        """
+        missing = []
+        for c in self.init_containers + self.containers:
+            ref = str(c.spec.get("image") or "")
+            c.image = self.runner.images.get(ref) or self.runner.images.get(_normalize_ref(ref))
+            if c.image is None:
+                missing.append(c)
+        if not missing:
+            return
+        for c in missing:
+            ref = c.spec.get("image") or ""
+            c.state = {
+                "waiting": {
+                    "reason": "ErrImageNeverPull",
+                    "message": f'Container image "{ref}" is not present with pull policy of Never',
+                }
+            }
+        log.info(
+            "pod %s: image(s) not present: %s", self.key, [c.spec.get("image") for c in missing]
+        )
+        self._report()
+        while True:
+            self._check()
+            time.sleep(0.2)
 
     def _env_with_retry(self, c: _Container) -> dict[str, str]:
         env: dict[str, str] = self._retry_config(lambda: self._container_env(c))
@@ -951,6 +1033,12 @@ class _PodWorker:
             # A group cleared in _finish is never signalled again: its id may belong to another.
             if proc is None or c.group_cleared:
                 continue
+            if c.cid:
+                # Signal the container (its pid 1) through runc: killing runc would leave it.
+                self._runc("kill", c.cid, str(int(sig)))
+                if sig == signal.SIGKILL:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=5)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, sig)
             if sig == signal.SIGKILL:
@@ -962,7 +1050,10 @@ class _PodWorker:
 
     # ------------------------------------------------------------------------- containers
     def _start(self, c: _Container, env: dict[str, str]) -> None:
-        """Start the container's command in a private mount namespace with its volumes."""
+        """Start the container: from its image through runc, or (opt-in) as a host process."""
+        if not self.runner.host_processes:
+            self._start_runc(c, env)
+            return
         spec = c.spec
         command = [expand(a, env) for a in spec.get("command") or []]
         command += [expand(a, env) for a in spec.get("args") or []]
@@ -1015,6 +1106,160 @@ class _PodWorker:
         c.state = {"running": {"startedAt": c.started_at}}
         log.info("pod %s: started container %s (pid %d)", self.key, c.name, c.proc.pid)
 
+    # ---------------------------------------------------------------------------- runc mode
+    def _runc(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["runc", "--root", str(self.runner.runc_root), *args],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+
+    def _start_runc(self, c: _Container, env: dict[str, str]) -> None:  # noqa: PLR0912 - one step per kubelet rule
+        """Start the container from its image: an overlay root, an OCI spec, ``runc run``."""
+        image = c.image
+        assert image is not None
+        spec = c.spec
+        pod_sc = self.spec.get("securityContext") or {}
+        sc = {**pod_sc, **(spec.get("securityContext") or {})}
+        uid, gid = _user(image, sc)
+        if sc.get("runAsNonRoot"):
+            if uid is None:
+                raise ConfigError(
+                    "CreateContainerConfigError",
+                    f"container has runAsNonRoot and image has non-numeric user ({image.user}), "
+                    "cannot verify user is non-root",
+                )
+            if uid == 0:
+                raise ConfigError(
+                    "CreateContainerConfigError",
+                    "container has runAsNonRoot and image will run as root "
+                    f'(pod: "{self.pod_name}_{self.namespace}({self.uid})", container: {c.name})',
+                )
+        if uid is None:
+            raise ConfigError(
+                "CreateContainerConfigError",
+                f"image user {image.user!r} is not numeric; the pod runner needs a uid",
+            )
+        # command replaces the entrypoint (and drops the image's cmd); args replaces cmd.
+        if spec.get("command"):
+            argv = [expand(a, env) for a in spec["command"]] + [
+                expand(a, env) for a in spec.get("args") or []
+            ]
+        else:
+            args = spec.get("args")
+            argv = image.entrypoint + (
+                [expand(a, env) for a in args] if args is not None else image.cmd
+            )
+        if not argv:
+            raise ConfigError("CreateContainerConfigError", "no command specified")
+        cdir = self.dir / "containers" / c.name
+        run_dir = cdir / str(c.restart_count)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for sub in ("upper", "work", "rootfs"):
+            (run_dir / sub).mkdir(parents=True)
+        c.term_file = run_dir / "termination-log"
+        c.term_file.write_bytes(b"")
+        os.chmod(c.term_file, 0o666)  # noqa: S103 - the container's user writes its message here
+        term_path = spec.get("terminationMessagePath") or "/dev/termination-log"
+        mounts: list[tuple[Path, str, bool]] = [(c.term_file, term_path, False)]
+        for vm in spec.get("volumeMounts") or []:
+            mounts.append(self._mount_source(vm, env))
+        hostname = run_dir / "hostname"
+        hostname.write_text(self.pod_name + "\n")
+        for src, target in (
+            (Path("/etc/hosts"), "/etc/hosts"),
+            (Path("/etc/resolv.conf"), "/etc/resolv.conf"),
+            (hostname, "/etc/hostname"),
+        ):
+            if src.exists() and not any(m[1] == target for m in mounts):
+                mounts.append((src.resolve(), target, True))
+        # The shared image root stays untouched: each start writes to its own overlay upper
+        # directory (a read-only root is then enforced by runc on top).
+        lower, rootfs = image.rootfs, run_dir / "rootfs"
+        opts = f"lowerdir={lower},upperdir={run_dir / 'upper'},workdir={run_dir / 'work'}"
+        mount = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", opts, str(rootfs)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mount.returncode != 0:
+            raise PodFailedError("CreateContainerError", f"overlay mount: {mount.stderr.strip()}")
+        c.rootfs = rootfs
+        workdir = spec.get("workingDir") or image.workdir or "/"
+        c.start_error = ""
+        if not _in_rootfs(rootfs, argv[0], env.get("PATH", BASE_PATH)):
+            c.start_error = (
+                f'exec: "{argv[0]}": executable file not found in $PATH'
+                if "/" not in argv[0]
+                else f'exec: "{argv[0]}": stat {argv[0]}: no such file or directory'
+            )
+        groups = sorted(
+            {int(g) for g in pod_sc.get("supplementalGroups") or []}
+            | ({int(pod_sc["fsGroup"])} if pod_sc.get("fsGroup") is not None else set())
+        )
+        oci = _oci_spec(
+            rootfs=rootfs,
+            argv=argv,
+            env=env,
+            cwd=workdir,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            sc=sc,
+            hostname=self.pod_name,
+            mounts=mounts,
+            seccomp=self.runner.seccomp,
+        )
+        (run_dir / "config.json").write_text(json.dumps(oci, indent=1))
+        c.cid = f"{self.uid[:13]}-{c.name}-{c.restart_count}"[:64]
+        log_path = self.runner.log_path(self.namespace, self.pod_name, c.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        c.log_offset = log_path.stat().st_size if log_path.exists() else 0
+        if c.start_error:
+            argv_host = [
+                "/bin/sh",
+                "-c",
+                f'echo "$0" >&2; exit {START_ERROR_EXIT_CODE}',
+                c.start_error,
+            ]
+            c.cid = ""
+        else:
+            argv_host = [
+                *_PDEATHSIG,
+                "runc",
+                "--root",
+                str(self.runner.runc_root),
+                "run",
+                "--bundle",
+                str(run_dir),
+                c.cid,
+            ]
+        with open(log_path, "ab") as logf:
+            c.proc = subprocess.Popen(
+                argv_host,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,
+            )
+        c.group_cleared = False
+        c.started_at = _now()
+        c.state = {"running": {"startedAt": c.started_at}}
+        log.info(
+            "pod %s: started container %s from %s (runc %s)", self.key, c.name, image.ref, c.cid
+        )
+
+    def _cleanup_runc(self, c: _Container) -> None:
+        """Remove the runc container (if runc left it) and unmount its overlay root."""
+        if c.cid:
+            self._runc("delete", "--force", c.cid)
+        if c.rootfs is not None:
+            subprocess.run(["umount", "-l", str(c.rootfs)], capture_output=True, check=False)
+            c.rootfs = None
+
     def _finish(self, c: _Container) -> None:
         """Record a container's exit: code, Completed/Error, termination message, times."""
         assert c.proc is not None
@@ -1023,6 +1268,7 @@ class _PodWorker:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(c.proc.pid, signal.SIGKILL)
         c.group_cleared = True
+        self._cleanup_runc(c)
         code = _exit_code(returncode)
         message = ""
         if c.term_file is not None and c.term_file.exists():
@@ -1081,12 +1327,19 @@ class _PodWorker:
     def _container_env(self, c: _Container) -> dict[str, str]:
         """The process environment: base, service variables, envFrom, then env (kubelet order)."""
         spec = c.spec
-        env: dict[str, str] = {
-            "PATH": f"{self.runner.venv_bin}:{BASE_PATH}",
-            "HOME": "/root",
-            "HOSTNAME": self.pod_name,
-            "LANG": "C.UTF-8",
-        }
+        env: dict[str, str]
+        if self.runner.host_processes:
+            env = {
+                "PATH": f"{self.runner.venv_bin}:{BASE_PATH}",
+                "HOME": "/root",
+                "HOSTNAME": self.pod_name,
+                "LANG": "C.UTF-8",
+            }
+        else:
+            # The image's environment first, as a runtime sets it; the Pod's comes on top.
+            env = {"PATH": BASE_PATH, "HOSTNAME": self.pod_name}
+            env.update(c.image.env if c.image else {})
+            env.setdefault("HOME", "/")
         env.update(self.runner.extra_env)
         port = str(self.runner.api_port)
         env.update(
@@ -1220,6 +1473,7 @@ class _PodWorker:
             target = vroot / name
             if "emptyDir" in vol:
                 target.mkdir(parents=True, exist_ok=True)
+                os.chmod(target, 0o777)  # noqa: S103 - what a kubelet gives an emptyDir
                 self.volumes[name] = (target, False)
             elif "persistentVolumeClaim" in vol:
                 src = vol["persistentVolumeClaim"]
@@ -1229,7 +1483,9 @@ class _PodWorker:
                 if self._get(path) is None:
                     raise ConfigError("FailedMount", f'persistentvolumeclaim "{claim}" not found')
                 host = self.runner.pvc_path(self.namespace, claim)
-                host.mkdir(parents=True, exist_ok=True)
+                if not host.exists():
+                    host.mkdir(parents=True)
+                    os.chmod(host, 0o777)  # noqa: S103 - as a local-path provisioner makes it
                 self.volumes[name] = (host, bool(src.get("readOnly")))
             elif "hostPath" in vol:
                 host = Path(vol["hostPath"].get("path", ""))
@@ -1244,6 +1500,12 @@ class _PodWorker:
                 _write_files(target, files)
                 # The kubelet mounts API-data volumes read-only.
                 self.volumes[name] = (target, True)
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        if fs_group is not None and not self.runner.host_processes:
+            for vname, (vpath, vro) in self.volumes.items():
+                if any(v["name"] == vname and "hostPath" in v for v in self.spec["volumes"]):
+                    continue  # a kubelet never changes a hostPath's ownership
+                _apply_fs_group(vpath, int(fs_group), vro)
 
     def _volume_files(self, vol: JSON) -> list[tuple[str, bytes, int]]:
         """(relative path, content, mode) of a secret/configMap/downwardAPI/projected volume."""
@@ -1430,6 +1692,209 @@ def _write_files(root: Path, files: list[tuple[str, bytes, int]]) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(content)
         os.chmod(path, mode)
+
+
+# ------------------------------------------------------------------------------ runc mode
+RUNC_STATE = Path("/run/lamassu-podrunner/runc")
+# The capabilities a container runtime grants by default (containerd's and Docker's list).
+DEFAULT_CAPABILITIES = [
+    *("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW"),
+    *("CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE"),
+    *("CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"),
+]
+# RuntimeDefault, approximated: the syscalls the Docker/containerd default profile refuses (a
+# deny list; theirs is an allow list of ~350 names that would not add to what is tested here).
+SECCOMP_DENIED = [
+    *("acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module"),
+    *("delete_module", "finit_module", "get_kernel_syms", "get_mempolicy", "init_module"),
+    *("ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie"),
+    *("mbind", "mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at"),
+    *("perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace"),
+    *("query_module", "quotactl", "reboot", "request_key", "set_mempolicy", "setns"),
+    *("settimeofday", "swapoff", "swapon", "sysfs", "_sysctl", "umount2", "unshare", "uselib"),
+    *("userfaultfd", "ustat", "vm86", "vm86old"),
+]
+
+
+def _seccomp_supported() -> bool:
+    """Whether this runc was built with libseccomp (it says so in ``runc --version``)."""
+    if shutil.which("runc") is None:
+        return False
+    out = subprocess.run(["runc", "--version"], capture_output=True, text=True, check=False)
+    return "libseccomp" in out.stdout
+
+
+def _normalize_ref(ref: str) -> str:
+    """``busybox`` -> ``docker.io/library/busybox:latest``, as a runtime resolves short names."""
+    last = ref.rsplit("/", maxsplit=1)[-1]
+    if ":" in last:
+        name, tag = ref.rsplit(":", 1)
+    else:
+        name, tag = ref, "latest"
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    return f"{name}:{tag}"
+
+
+def _user(image: Image, sc: Mapping[str, Any]) -> tuple[int | None, int]:
+    """(uid, gid) of the container process: securityContext first, then the image's USER.
+
+    uid None: the image names its user, which cannot be checked against runAsNonRoot.
+    """
+    user, _, group = image.user.partition(":")
+    uid: int | None
+    if sc.get("runAsUser") is not None:
+        uid = int(sc["runAsUser"])
+    else:
+        uid = int(user) if user.isdigit() else 0 if not user else None
+    if sc.get("runAsGroup") is not None:
+        return uid, int(sc["runAsGroup"])
+    return uid, int(group) if group.isdigit() else 0
+
+
+def _in_rootfs(rootfs: Path, exe: str, path: str) -> bool:
+    """Whether ``exe`` exists in the image (a name is looked up along the container's PATH)."""
+    if "/" in exe:
+        return os.path.lexists(rootfs / exe.lstrip("/"))
+    return any(
+        os.path.lexists(rootfs / d.lstrip("/") / exe) for d in path.split(":") if d.startswith("/")
+    )
+
+
+def _apply_fs_group(path: Path, gid: int, read_only: bool) -> None:
+    """What a kubelet does with fsGroup: the volume's files belong to that group, which may read
+    them (and write, unless read-only); directories are setgid so new files inherit it."""
+    for root, dirs, files in os.walk(path):
+        for d in [root, *(os.path.join(root, x) for x in dirs)]:
+            os.chown(d, -1, gid)
+            mode = os.stat(d).st_mode & 0o7777
+            os.chmod(d, mode | 0o2050 | (0 if read_only else 0o020))  # noqa: S103 - group access is the point
+        for f in files:
+            fp = os.path.join(root, f)
+            os.chown(fp, -1, gid, follow_symlinks=False)
+            mode = os.stat(fp).st_mode & 0o7777
+            os.chmod(fp, mode | 0o040 | (0 if read_only else 0o020))
+
+
+def _capabilities(sc: Mapping[str, Any], uid: int) -> JSON:
+    caps = (sc.get("capabilities") or {}) if not sc.get("privileged") else {}
+    drop = {f"CAP_{c.upper().removeprefix('CAP_')}" for c in caps.get("drop") or []}
+    add = {f"CAP_{c.upper().removeprefix('CAP_')}" for c in caps.get("add") or []}
+    granted = sorted(add | (set() if "CAP_ALL" in drop else set(DEFAULT_CAPABILITIES) - drop))
+    # A non-root process gets no effective capabilities (as with containerd), only the bound.
+    effective = granted if uid == 0 else []
+    return {
+        "bounding": granted,
+        "effective": effective,
+        "permitted": effective,
+        "inheritable": [],
+        "ambient": [],
+    }
+
+
+def _oci_spec(
+    *,
+    rootfs: Path,
+    argv: list[str],
+    env: Mapping[str, str],
+    cwd: str,
+    uid: int,
+    gid: int,
+    groups: list[int],
+    sc: Mapping[str, Any],
+    hostname: str,
+    mounts: list[tuple[Path, str, bool]],
+    seccomp: bool,
+) -> JSON:
+    """The OCI runtime spec of one container: host network, own pid/ipc/uts/mount namespaces."""
+    no_new_privs = sc.get("allowPrivilegeEscalation") is False
+    spec_mounts: list[JSON] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"},
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
+    ]
+    for src, target, ro in sorted(mounts, key=lambda m: len(Path(m[1]).parts)):
+        opts = ["rbind", "rprivate", "nosuid", "nodev"]
+        if ro:
+            opts.append("ro")
+        spec_mounts.append(
+            {"destination": target, "type": "bind", "source": str(src), "options": opts}
+        )
+    linux: JSON = {
+        "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+        "maskedPaths": [
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware",
+        ],
+        "readonlyPaths": [
+            "/proc/asound",
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
+        ],
+    }
+    profile = (sc.get("seccompProfile") or {}).get("type")
+    if seccomp and profile == "RuntimeDefault":
+        linux["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": SECCOMP_DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            ],
+        }
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # no more than this runner has
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+            "args": argv,
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": cwd,
+            "capabilities": _capabilities(sc, uid),
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": hard, "soft": hard}],
+            "noNewPrivileges": no_new_privs,
+        },
+        "root": {"path": str(rootfs), "readonly": bool(sc.get("readOnlyRootFilesystem"))},
+        "hostname": hostname,
+        "mounts": spec_mounts,
+        "linux": linux,
+    }
 
 
 STAGE_ROOT = Path("/run/lamassu-podrunner-stage")

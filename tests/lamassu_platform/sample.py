@@ -24,6 +24,12 @@ SERVICES = ("ca", "kms", "va", "device-manager", "dms-manager", "alerts")
 PART_OF = {"app.kubernetes.io/part-of": "lamassu"}
 ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - text inside a sample config; nothing binds to it
 
+# Pod Security admission labels of the namespaces the sample install (and so its Jobs) lives in.
+RESTRICTED_NAMESPACE = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
 
 def _apply(create: Any, replace: Any, name: str, body: dict[str, Any]) -> None:
     try:
@@ -116,7 +122,9 @@ def install(
     """Create (or update) the sample install's objects in ``namespace``."""
     core = client.CoreV1Api(api)
     try:
-        core.create_namespace({"metadata": {"name": namespace}})
+        # Restricted, as a hardened cluster labels it: the apiserver's Pod Security admission
+        # then refuses any backup or restore Job Pod that is not restricted.
+        core.create_namespace({"metadata": {"name": namespace, "labels": RESTRICTED_NAMESPACE}})
     except ApiException as exc:
         if exc.status != 409:
             raise

@@ -21,9 +21,10 @@ from kubernetes.client.exceptions import ApiException
 
 from lamassu_backup.builders import crd
 
-from . import datagen, sample
+from . import datagen, images, sample
 from .controlplane import ControlPlane
 from .gpg import GpgKeys, make_keys
+from .lamassu import Lamassu
 from .openbao import OpenBao
 from .podrunner import PodRunner
 from .postgres import PostgresServer
@@ -80,13 +81,24 @@ class Platform:
         data_mib: int = 20,
         seed: int = 1,
         extra_env: dict[str, str] | None = None,
+        lamassu: bool | None = None,
+        pod_runtime: str | None = None,
     ) -> None:
         self.root = root.resolve()
+        # "runc": every Pod from its image (scripts/build-images.sh); "host": containers as host
+        # processes, the image ignored (a debugging opt-in). LAMASSU_POD_RUNTIME chooses too.
+        self.pod_runtime = pod_runtime or os.environ.get("LAMASSU_POD_RUNTIME") or "host"
+        # The real Lamassu (kms + ca) on the data set; opt in (or LAMASSU_PLATFORM_REAL=1).
+        self.with_lamassu = (
+            lamassu if lamassu is not None else os.environ.get("LAMASSU_PLATFORM_REAL") == "1"
+        )
+        self.lamassu: Lamassu | None = None
         self.data_mib = data_mib
         self.seed = seed
         self.extra_env = extra_env or {}
         self.control_plane: ControlPlane | None = None
         self.pod_runner: PodRunner | None = None
+        self.images: dict[str, images.Image] = {}
         self.pg: PostgresServer | None = None
         self.s3: S3Server | None = None
         self.openbao: OpenBao | None = None
@@ -111,9 +123,15 @@ class Platform:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             self.control_plane = self._stack.enter_context(ControlPlane(self.root / "controlplane"))
+            runc = self.pod_runtime == "runc"
+            self.images = images.build() if runc else {}
             self.pod_runner = self._stack.enter_context(
                 PodRunner(
-                    self.control_plane.kubeconfig, self.root / "pods", extra_env=self.extra_env
+                    self.control_plane.kubeconfig,
+                    self.root / "pods",
+                    extra_env=self.extra_env,
+                    images=self.images,
+                    host_processes=not runc,
                 )
             )
             self.pg = self._stack.enter_context(PostgresServer(self.root / "postgres"))
@@ -125,6 +143,13 @@ class Platform:
                 OpenBao(self.root / "openbao", kv_mount=KV_MOUNT)
             )
             self.openbao.write_keys(KV_MOUNT, self.dataset.private_keys)
+            if self.with_lamassu:
+                # Its vault-1 engine reads the data set's CA keys from the same mount.
+                self.lamassu = self._stack.enter_context(
+                    Lamassu(
+                        self.root / "lamassu", self.pg, openbao=self.openbao, vault_mount=KV_MOUNT
+                    )
+                )
             self.gpg = make_keys(self.root / "gpg")
             self._stack.callback(self.gpg.cleanup)
             api = self.api()
@@ -146,6 +171,16 @@ class Platform:
                 signing_public_asc=self.gpg.signing_public_asc,
                 decryption_key_asc=self.gpg.decryption_key_asc,
             )
+            if self.lamassu is not None:
+                core = client.CoreV1Api(api)
+                for cm in self.lamassu.configmaps(NAMESPACE):
+                    name = cm["metadata"]["name"]
+                    try:
+                        core.replace_namespaced_config_map(name, NAMESPACE, cm)
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
+                        core.create_namespaced_config_map(NAMESPACE, cm)
         except BaseException:
             self.stop()
             raise
@@ -205,6 +240,11 @@ class Platform:
             "VAULT_CACERT": str(self.openbao.ca_cert_path),
             "LAMASSU_VAULT_TOKEN_FILE": str(self.openbao.token_file),
             "GNUPGHOME": str(self.gpg.operator_home),
+            **(
+                {"LAMASSU_CA_URL": self.lamassu.ca_url, "LAMASSU_KMS_URL": self.lamassu.kms_url}
+                if self.lamassu is not None
+                else {}
+            ),
         }
 
     def write_files(self, out: Path) -> None:

@@ -82,10 +82,15 @@ RETENTION_ERRORS = Counter(
 )
 
 
+_serving: set[int] = set()
+
+
 def serve(port: int) -> None:
-    """Expose /metrics on ``port`` (0 disables)."""
-    if port:
+    """Expose /metrics on ``port`` (0 disables); once per port, so the command line can bind it
+    before kopf starts (a taken port must end the process, not be retried by kopf forever)."""
+    if port and port not in _serving:
         start_http_server(port, registry=REGISTRY)
+        _serving.add(port)
 
 
 def forget_policy(namespace: str, policy: str) -> None:
