@@ -10,6 +10,7 @@ def run(namespaces: list[str], health_port: int) -> None:
     import kopf
 
     from . import operator as _handlers  # noqa: F401 - registration by import
+    from . import restores as _restore_handlers  # noqa: F401 - registration by import
 
     kopf.configure(verbose=False)
     logging.getLogger("lamassu_backup").setLevel(logging.INFO)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import CRModel, Rule, StatusModel
 from .common import (
+    DNS_LABEL,
     AwsCredentialsSecretRef,
     BasicAuthSecretRef,
     ComponentName,
@@ -54,6 +56,39 @@ class S3Source(CRModel):
     """Credentials; ambient ones when absent."""
 
 
+RFC3339 = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:"
+    r"([0-5][0-9]|60)([.][0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""An RFC 3339 date-time, field ranges checked (the model also checks the day of the month)."""
+
+PG_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}([.][A-Za-z_][A-Za-z0-9_$]{0,62})?$"
+"""A plain (unquoted) PostgreSQL identifier, optionally <database>.<schema>: what the runner can
+name without quoting games, and nothing an attacker can smuggle SQL through."""
+
+
+def parse_point_in_time(value: str) -> datetime | None:
+    """None for latest, else the aware time; ValueError for a time that does not exist."""
+    if value == "latest":
+        return None
+    moment = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    if moment.tzinfo is None:
+        raise ValueError("pointInTime needs a time zone offset (Z or +hh:mm)")
+    return moment
+
+
+def _valid_point_in_time(value: str) -> bool:
+    if value == "latest":
+        return True
+    if not re.match(RFC3339, value):
+        return False
+    try:
+        parse_point_in_time(value)
+    except ValueError:
+        return False
+    return True
+
+
 class RestoreSource(CRModel):
     """Where the set comes from when it is not a LamassuBackup in this namespace."""
 
@@ -63,12 +98,18 @@ class RestoreSource(CRModel):
             "source needs exactly one of policyRef or s3",
             lambda m: (m.policy_ref is None) != (m.s3 is None),
         ),
+        Rule(
+            f"self.pointInTime == 'latest' || self.pointInTime.matches('{RFC3339}')",
+            "spec.source.pointInTime must be latest or an RFC 3339 time with a zone, "
+            "e.g. 2026-11-24T10:00:00Z",
+            lambda m: _valid_point_in_time(m.point_in_time),
+        ),
     )
 
     policy_ref: LocalObjectRef | None = None
     """Choose among a policy's sets (see pointInTime)."""
 
-    point_in_time: str = Field(default="latest", pattern=r"^(latest|\d{4}-\d{2}-\d{2}T.*)$")
+    point_in_time: str = Field(default="latest", max_length=64)
     """latest, or an RFC 3339 time: the newest completed set taken at or before it."""
 
     s3: S3Source | None = None
@@ -107,6 +148,12 @@ class VaultTarget(CRModel):
     """How to authenticate."""
 
 
+_NAMESPACE_MESSAGE = (
+    "spec.target.namespace must be a namespace name (DNS-1123 label): lowercase letters, "
+    "digits and '-', starting and ending with a letter or digit, at most 63 characters"
+)
+
+
 class RestoreTarget(CRModel):
     """Overrides of where each component is restored; the policy's servers otherwise."""
 
@@ -116,8 +163,23 @@ class RestoreTarget(CRModel):
     vault: VaultTarget | None = None
     """Vault target."""
 
-    namespace: str | None = None
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"self.matches('{DNS_LABEL}')", "message": _NAMESPACE_MESSAGE}
+            ]
+        },
+    )
     """Namespace for restored ConfigMaps and Secrets (default: the restore's namespace)."""
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_label(cls, value: str | None) -> str | None:
+        if value is not None and re.match(DNS_LABEL, value) is None:
+            raise ValueError(_NAMESPACE_MESSAGE)
+        return value
 
 
 class WorkloadRef(CRModel):
@@ -212,6 +274,13 @@ class RestoreSpec(CRModel):
             "spec.confirm must equal spec.backupRef.name",
             lambda m: m.confirm is None or m.backup_ref is None or m.confirm == m.backup_ref.name,
         ),
+        Rule(
+            f"self.databases.all(d, d.matches('{PG_IDENTIFIER}'))",
+            "spec.databases: each entry must be a PostgreSQL identifier (letters, digits, _ "
+            "and $, starting with a letter or _, at most 63 characters) or <database>.<schema>, "
+            "e.g. ca or lamassu.ca",
+            lambda m: all(re.match(PG_IDENTIFIER, d) for d in m.databases),
+        ),
     )
 
     backup_ref: LocalObjectRef | None = None
@@ -225,7 +294,11 @@ class RestoreSpec(CRModel):
     )
     """Only these components; empty means every component in the set."""
 
-    databases: list[str] = Field(default_factory=list)
+    databases: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"items": {"type": "string", "maxLength": 127}},
+    )
     """Only these databases (or schemas); empty means all in the set."""
 
     mode: RestoreMode = RestoreMode.DRILL
@@ -243,9 +316,14 @@ class RestoreSpec(CRModel):
     dry_run: bool = False
     """Compute and show the plan in status; change nothing."""
 
+    finalize_after: Duration = timedelta(hours=1)
+    """InPlace: how long after success the previous databases are kept (a person can still roll
+    back by hand: `lamassu-backup runner restore --step rollback`) before they are dropped.
+    """
+
     confirm: str | None = None
-    """InPlace: must equal the name of the LamassuBackup being restored (a dry run shows it in
-    status.plan).
+    """InPlace: must equal the name of the LamassuBackup being restored, or for source.s3 the
+    set's folder (e.g. 20261124T100000Z-1a2b3c4d); a dry run shows it in status.resolvedBackup.
     """
 
     decryption_key_secret: SecretKeyRef
@@ -275,11 +353,13 @@ class RestorePhase(StrEnum):
     PENDING = "Pending"
     PLANNING = "Planning"
     PLANNED = "Planned"
-    BACKING_UP = "BackingUp"
+    PAUSING_BACKUPS = "PausingBackups"
+    PRE_RESTORE_BACKUP = "PreRestoreBackup"
     SCALING_DOWN = "ScalingDown"
     RESTORING = "Restoring"
-    SCALING_UP = "ScalingUp"
     VALIDATING = "Validating"
+    ROLLING_BACK = "RollingBack"
+    SCALING_UP = "ScalingUp"
     COMPLETED = "Completed"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
@@ -339,6 +419,9 @@ class Step(StatusModel):
     message: str | None = None
     """What happened."""
 
+    job: str | None = None
+    """The runner Job of this step, if it has one."""
+
 
 class ScaledWorkload(StatusModel):
     """A workload the restore scaled down, and the replicas it must get back."""
@@ -365,6 +448,15 @@ class ResolvedBackup(StatusModel):
     manifest_sha256: str | None = None
     """SHA-256 of its manifest."""
 
+    policy: str | None = None
+    """The policy it belongs to (whose servers, bucket and runner settings the restore uses)."""
+
+    set_time: str | None = None
+    """The set's time (its folder in the bucket)."""
+
+    components: list[str] = Field(default_factory=list)
+    """Components the set holds complete (empty: unknown, a bare S3 set)."""
+
 
 class RestoreStatus(StatusModel):
     """Observed state of a LamassuRestore."""
@@ -387,8 +479,35 @@ class RestoreStatus(StatusModel):
     scaled_workloads: list[ScaledWorkload] = Field(default_factory=list)
     """Workloads scaled down, with their previous replicas."""
 
+    workloads_recorded: bool = False
+    """The workloads to stop were listed and their replicas recorded, before any was scaled."""
+
     pre_restore_backup: str | None = None
     """The safety set taken before an in-place restore."""
+
+    components: dict[str, str] = Field(default_factory=dict)
+    """Per component: the runner's result (Completed, Verified, RolledBack, Failed: reason)."""
+
+    outcome: RestorePhase | None = None
+    """The end phase once decided; the workloads are scaled back up before it is reached."""
+
+    reason: str | None = None
+    """CamelCase reason of a failure or rollback."""
+
+    message: str | None = None
+    """What happened, in one line."""
+
+    swap_suffix: str | None = None
+    """Suffix of the databases kept aside (<db>__pre_restore_<suffix>) for rollback/finalize."""
+
+    finalized_at: datetime | None = None
+    """When the kept databases were dropped (finalize)."""
+
+    warnings: int = 0
+    """Warnings reported (see the Events)."""
+
+    errors: int = 0
+    """Errors reported."""
 
     started_at: datetime | None = None
     """Start."""

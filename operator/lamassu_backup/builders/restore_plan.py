@@ -1,0 +1,272 @@
+"""The LamassuRestore phase machine and its decisions, as pure functions.
+
+The service reads the API and acts; everything it decides (which phase comes next, which set a
+point in time means, which restore holds a namespace, in which order workloads stop and start,
+whether the runner's evidence validates) is decided here, so it is unit-tested without a cluster
+and an operator restarted at any point decides the same again from the same status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..models.restore import RestoreMode, RestorePhase, RestoreSpec
+from . import layout
+
+LABEL_RESTORE = "backup.lamassu.io/restore"
+REPLICAS_ANNOTATION = "backup.lamassu.io/restore-replicas"
+"""On a workload scaled down: its replicas before, so even a lost status can scale it back."""
+SCALED_BY_ANNOTATION = "backup.lamassu.io/scaled-down-by"
+"""On a workload scaled down: the LamassuRestore that did it."""
+
+ACTIVE_PHASES = frozenset(
+    {
+        RestorePhase.PAUSING_BACKUPS,
+        RestorePhase.PRE_RESTORE_BACKUP,
+        RestorePhase.SCALING_DOWN,
+        RestorePhase.RESTORING,
+        RestorePhase.VALIDATING,
+        RestorePhase.ROLLING_BACK,
+        RestorePhase.SCALING_UP,
+    }
+)
+"""Phases in which a restore holds its namespace: backups paused, no other restore runs."""
+
+DONE = frozenset(
+    {RestorePhase.COMPLETED, RestorePhase.FAILED, RestorePhase.ROLLED_BACK, RestorePhase.PLANNED}
+)
+
+# Backup phases that count as a usable set.
+USABLE_BACKUP_PHASES = ("Completed", "PartiallyFailed")
+
+DEFAULT_IN_PLACE_COMPONENTS = ("postgres", "vault")
+"""What an in-place restore restores unless spec.components says otherwise: config needs write
+access to ConfigMaps and Secrets that the runner's account does not have by default."""
+
+
+def steps(spec: RestoreSpec) -> list[RestorePhase]:
+    """The working phases of a restore, in order (the terminal phase is not a step)."""
+    has_workloads = spec.workloads is not None
+    if spec.dry_run:
+        return [RestorePhase.PLANNING]
+    if spec.mode == RestoreMode.DRILL:
+        return [RestorePhase.PLANNING, RestorePhase.PAUSING_BACKUPS, RestorePhase.RESTORING]
+    out = [RestorePhase.PLANNING, RestorePhase.PAUSING_BACKUPS]
+    if spec.pre_restore_backup:
+        out.append(RestorePhase.PRE_RESTORE_BACKUP)
+    if has_workloads:
+        out.append(RestorePhase.SCALING_DOWN)
+    out += [RestorePhase.RESTORING, RestorePhase.VALIDATING]
+    if has_workloads:
+        out.append(RestorePhase.SCALING_UP)
+    return out
+
+
+def next_phase(spec: RestoreSpec, current: RestorePhase) -> RestorePhase:
+    """The phase after ``current`` succeeded."""
+    order = steps(spec)
+    if current == RestorePhase.PENDING:
+        return order[0]
+    if current not in order:
+        return current
+    index = order.index(current)
+    if index + 1 < len(order):
+        return order[index + 1]
+    return RestorePhase.PLANNED if spec.dry_run else RestorePhase.COMPLETED
+
+
+def failure_path(
+    spec: RestoreSpec, current: RestorePhase, *, scaled: bool, swapped: bool
+) -> RestorePhase:
+    """Where a failure in ``current`` goes: roll back what was swapped, scale back what was
+    stopped, then end (the end phase is kept in status.outcome meanwhile)."""
+    if swapped and spec.mode == RestoreMode.IN_PLACE and current == RestorePhase.VALIDATING:
+        return RestorePhase.ROLLING_BACK
+    if scaled:
+        return RestorePhase.SCALING_UP
+    return RestorePhase.FAILED
+
+
+# -- source resolution ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A LamassuBackup that could be the set to restore."""
+
+    name: str
+    phase: str
+    set_time: datetime | None
+    location: str | None
+
+
+def choose_backup(candidates: Iterable[Candidate], point_in_time: datetime | None) -> str | None:
+    """The newest usable set taken at or before ``point_in_time`` (None: the newest of all)."""
+    usable = [
+        c
+        for c in candidates
+        if c.phase in USABLE_BACKUP_PHASES
+        and c.location
+        and c.set_time is not None
+        and (point_in_time is None or c.set_time <= point_in_time)
+    ]
+    if not usable:
+        return None
+    return max(usable, key=lambda c: (c.set_time, c.name)).name
+
+
+def confirm_name(backup: str | None, location: str) -> str:
+    """What spec.confirm must say: the LamassuBackup's name, or for a bare S3 set (no record in
+    the cluster) the set's folder, e.g. 20261124T100000Z-1a2b3c4d."""
+    return backup or location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def restore_components(spec: RestoreSpec, in_set: Iterable[str]) -> list[str]:
+    """The components this restore touches: the spec's, or the set's default ones."""
+    available = list(in_set)
+    if spec.components:
+        return [str(c) for c in spec.components]
+    if spec.mode == RestoreMode.DRILL:
+        return [c for c in available if c in ("postgres", "vault")]
+    return [c for c in available if c in DEFAULT_IN_PLACE_COMPONENTS]
+
+
+# -- one restore at a time per namespace ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreRef:
+    """Another restore in the namespace, as the lock sees it."""
+
+    name: str
+    phase: str
+    created: datetime | None
+    dry_run: bool
+
+
+def blocking_restore(me: RestoreRef, others: Sequence[RestoreRef]) -> str | None:
+    """The restore that must finish before ``me`` may start, if any.
+
+    A restore holding the namespace (an active phase) blocks everyone; among the ones waiting,
+    the oldest goes first (name breaks ties), so two operators, or one restarted, agree.
+    """
+    if me.dry_run:
+        return None
+    active = {p.value for p in ACTIVE_PHASES}
+    waiting = {RestorePhase.PENDING.value, RestorePhase.PLANNING.value}
+    for other in sorted(others, key=lambda o: o.name):
+        if other.name == me.name or other.dry_run:
+            continue
+        if other.phase in active:
+            return other.name
+    mine = _age_key(me)
+    for other in sorted(others, key=_age_key):
+        if other.name == me.name or other.dry_run or other.phase not in waiting:
+            continue
+        if _age_key(other) < mine:
+            return other.name
+    return None
+
+
+def _age_key(ref: RestoreRef) -> tuple[float, str]:
+    return (ref.created.timestamp() if ref.created else float("inf"), ref.name)
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment or StatefulSet the restore stops and starts."""
+
+    kind: str
+    name: str
+    replicas: int
+    """spec.replicas now."""
+
+    running: int
+    """status.replicas now (Pods that exist)."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+def is_key_service(workload: Workload) -> bool:
+    """Lamassu's kms (the key service) stops last and starts first: the others depend on it."""
+    names = {
+        workload.name,
+        workload.labels.get("app.kubernetes.io/name", ""),
+        workload.labels.get("app.kubernetes.io/component", ""),
+    }
+    return any(n == "kms" or n.endswith("-kms") for n in names)
+
+
+def scale_down_order(workloads: Iterable[Workload]) -> list[Workload]:
+    """API services first, StatefulSets after Deployments, kms last."""
+    return sorted(
+        workloads, key=lambda w: (is_key_service(w), w.kind == "StatefulSet", w.kind, w.name)
+    )
+
+
+def scale_up_order(workloads: Iterable[Workload]) -> list[Workload]:
+    """The reverse: kms first, the API services last."""
+    return list(reversed(scale_down_order(workloads)))
+
+
+def recorded_replicas(workload: Workload, restore: str) -> int:
+    """The replicas to record before scaling down: the annotation this restore left on an earlier
+    pass (the workload is already at 0 then), else what it runs now."""
+    if workload.annotations.get(SCALED_BY_ANNOTATION) == restore:
+        value = workload.annotations.get(REPLICAS_ANNOTATION, "")
+        if value.isdigit():
+            return int(value)
+    return workload.replicas
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def evidence_problems(evidence: dict[str, Any], components: Sequence[str]) -> list[str]:
+    """What the runner's evidence says is wrong (row counts, goose versions, key consistency).
+
+    The runner already refuses a database whose counts or goose version differ from the manifest
+    before the swap; this re-reads its evidence so a runner that skipped a check cannot pass.
+    """
+    problems: list[str] = []
+    postgres = evidence.get("postgres")
+    if "postgres" in components:
+        if not isinstance(postgres, dict) or not postgres:
+            problems.append("the runner reported no PostgreSQL evidence")
+        else:
+            for database, facts in sorted(postgres.items()):
+                if isinstance(facts, dict) and facts.get("verified") is False:
+                    problems.append(f"database {database}: not verified")
+    keys = evidence.get("keyConsistency")
+    if isinstance(keys, dict):
+        missing = keys.get("missing") or []
+        if missing:
+            problems.append(f"key consistency: {len(missing)} key(s) missing from the key store")
+    return problems
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+
+def job_name(restore: str, step: str) -> str:
+    """Deterministic name of a restore's runner Job for ``step`` (plan, restore, rollback,
+    finalize): a restarted operator finds it and never creates a second one."""
+    return layout.bounded_name(restore, step)
+
+
+def pre_restore_backup_name(restore: str, uid: str) -> str:
+    """Deterministic name of the safety LamassuBackup; the restore's uid keeps a later restore of
+    the same name from mistaking an older safety set for its own."""
+    return layout.bounded_name(restore, "prerestore", uid.replace("-", "")[:8], limit=253)
+
+
+def swap_suffix(created: datetime) -> str:
+    """The suffix of the databases kept aside, from the restore's creation (stable on restart)."""
+    return created.strftime("%Y%m%d%H%M%S")

@@ -1,0 +1,345 @@
+"""The LamassuRestore controller's pure decisions: phases, source choice, the namespace lock,
+workload order and replicas, evidence checks, names, and the schema rules of issue 10."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from lamassu_backup.builders import restore_plan as rp
+from lamassu_backup.builders.jobs import Owner
+from lamassu_backup.builders.restore_jobs import RestoreSource, restore_job
+from lamassu_backup.models.policy import BackupPolicySpec
+from lamassu_backup.models.restore import RestorePhase as P
+from lamassu_backup.models.restore import RestoreSpec
+from lamassu_backup.models.runner import RestoreRunConfig
+
+KEY = {"name": "backup-gpg-private", "key": "private.asc"}
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def spec(**fields: Any) -> RestoreSpec:
+    body: dict[str, Any] = {"backupRef": {"name": "b1"}, "decryptionKeySecret": KEY, **fields}
+    return RestoreSpec.model_validate(body)
+
+
+def in_place(**fields: Any) -> RestoreSpec:
+    return spec(mode="InPlace", confirm="b1", **fields)
+
+
+WORKLOADS = {"selector": {"matchLabels": {"app.kubernetes.io/part-of": "lamassu"}}}
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+def test_in_place_walks_every_phase_in_order() -> None:
+    s = in_place(workloads=WORKLOADS)
+    seen = [P.PENDING]
+    while seen[-1] not in rp.DONE:
+        seen.append(rp.next_phase(s, seen[-1]))
+    assert seen == [
+        P.PENDING,
+        P.PLANNING,
+        P.PAUSING_BACKUPS,
+        P.PRE_RESTORE_BACKUP,
+        P.SCALING_DOWN,
+        P.RESTORING,
+        P.VALIDATING,
+        P.SCALING_UP,
+        P.COMPLETED,
+    ]
+
+
+def test_dry_run_stops_at_planned() -> None:
+    s = in_place(dryRun=True, workloads=WORKLOADS)
+    assert rp.steps(s) == [P.PLANNING]
+    assert rp.next_phase(s, P.PLANNING) == P.PLANNED
+
+
+def test_no_pre_restore_backup_and_no_workloads_skip_their_phases() -> None:
+    s = in_place(preRestoreBackup=False)
+    assert rp.steps(s) == [P.PLANNING, P.PAUSING_BACKUPS, P.RESTORING, P.VALIDATING]
+
+
+def test_drill_never_scales_or_backs_up() -> None:
+    s = spec(mode="Drill", workloads=WORKLOADS)
+    assert rp.steps(s) == [P.PLANNING, P.PAUSING_BACKUPS, P.RESTORING]
+    assert rp.next_phase(s, P.RESTORING) == P.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("phase", "scaled", "swapped", "expected"),
+    [
+        (P.PLANNING, False, False, P.FAILED),
+        (P.PRE_RESTORE_BACKUP, False, False, P.FAILED),
+        (P.SCALING_DOWN, True, False, P.SCALING_UP),
+        (P.RESTORING, True, False, P.SCALING_UP),
+        (P.RESTORING, False, False, P.FAILED),
+        (P.VALIDATING, True, True, P.ROLLING_BACK),
+        (P.VALIDATING, False, True, P.ROLLING_BACK),
+    ],
+)
+def test_a_failure_rolls_back_then_scales_back(
+    phase: P, scaled: bool, swapped: bool, expected: P
+) -> None:
+    assert rp.failure_path(in_place(), phase, scaled=scaled, swapped=swapped) == expected
+
+
+# -- source ------------------------------------------------------------------------------------
+
+
+def cand(name: str, hours: int, phase: str = "Completed") -> rp.Candidate:
+    return rp.Candidate(name, phase, T0 + timedelta(hours=hours), f"s3://b/{name}/")
+
+
+def test_point_in_time_picks_the_newest_completed_set_at_or_before_it() -> None:
+    sets = [cand("a", 0), cand("b", 1), cand("c", 2, "Failed"), cand("d", 3)]
+    assert rp.choose_backup(sets, None) == "d"
+    assert rp.choose_backup(sets, T0 + timedelta(hours=2, minutes=30)) == "b"
+    assert rp.choose_backup(sets, T0 + timedelta(hours=1)) == "b"
+    assert rp.choose_backup(sets, T0 - timedelta(seconds=1)) is None
+    assert rp.choose_backup([cand("r", 0, "Running")], None) is None
+
+
+def test_confirm_names_the_backup_or_the_bare_sets_folder() -> None:
+    assert rp.confirm_name("good", "s3://b/p/ns/pol/20261124T100000Z-ab/") == "good"
+    assert rp.confirm_name(None, "s3://b/p/ns/pol/20261124T100000Z-ab/") == "20261124T100000Z-ab"
+
+
+def test_components_default_to_what_the_runner_may_write() -> None:
+    assert rp.restore_components(in_place(), ["config", "postgres", "vault"]) == [
+        "postgres",
+        "vault",
+    ]
+    assert rp.restore_components(in_place(components=["postgres"]), ["postgres", "vault"]) == [
+        "postgres"
+    ]
+
+
+# -- one restore at a time -------------------------------------------------------------------
+
+
+def ref(name: str, phase: str, minutes: int, dry: bool = False) -> rp.RestoreRef:
+    return rp.RestoreRef(name, phase, T0 + timedelta(minutes=minutes), dry)
+
+
+def test_a_restore_waits_for_the_one_holding_the_namespace() -> None:
+    me = ref("second", "Planning", 5)
+    assert rp.blocking_restore(me, [ref("first", "Restoring", 10), me]) == "first"
+    assert rp.blocking_restore(me, [ref("first", "Completed", 0), me]) is None
+
+
+def test_among_waiting_restores_the_oldest_goes_first() -> None:
+    old, new = ref("old", "Planning", 0), ref("new", "Planning", 1)
+    assert rp.blocking_restore(new, [old, new]) == "old"
+    assert rp.blocking_restore(old, [old, new]) is None
+
+
+def test_dry_runs_neither_wait_nor_block() -> None:
+    dry = ref("dry", "Planning", 0, dry=True)
+    me = ref("me", "Planning", 1)
+    assert rp.blocking_restore(me, [dry, me]) is None
+    assert rp.blocking_restore(dry, [ref("x", "Restoring", 0), dry]) is None
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+def wl(name: str, kind: str = "Deployment", replicas: int = 1, **ann: str) -> rp.Workload:
+    return rp.Workload(kind, name, replicas, replicas, {}, dict(ann))
+
+
+def test_api_services_stop_first_and_kms_last_and_start_in_reverse() -> None:
+    found = [wl("kms"), wl("ca"), wl("va"), wl("db", "StatefulSet"), wl("device-manager")]
+    down = [w.name for w in rp.scale_down_order(found)]
+    assert down == ["ca", "device-manager", "va", "db", "kms"]
+    assert [w.name for w in rp.scale_up_order(found)] == list(reversed(down))
+
+
+def test_replicas_recorded_on_an_earlier_pass_survive_a_restart() -> None:
+    assert rp.recorded_replicas(wl("ca", replicas=3), "r1") == 3
+    already = wl("ca", replicas=0, **{rp.SCALED_BY_ANNOTATION: "r1", rp.REPLICAS_ANNOTATION: "3"})
+    assert rp.recorded_replicas(already, "r1") == 3
+    # Another restore's marks are not ours to trust.
+    assert rp.recorded_replicas(already, "r2") == 0
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def test_evidence_problems() -> None:
+    good = {"postgres": {"ca": {"verified": True}}, "keyConsistency": {"missing": []}}
+    assert rp.evidence_problems(good, ["postgres", "vault"]) == []
+    assert rp.evidence_problems({}, ["postgres"]) == ["the runner reported no PostgreSQL evidence"]
+    bad = {"postgres": {"ca": {"verified": False}}, "keyConsistency": {"missing": ["k1"]}}
+    assert len(rp.evidence_problems(bad, ["postgres"])) == 2
+    assert rp.evidence_problems({}, ["vault"]) == []
+
+
+# -- names and Jobs ----------------------------------------------------------------------------
+
+
+def test_names_are_deterministic_and_bounded() -> None:
+    long = "r" * 200
+    assert rp.job_name("r1", "restore") == "r1-restore"
+    assert rp.job_name(long, "restore") == rp.job_name(long, "restore")
+    assert len(rp.job_name(long, "restore")) <= 63
+    assert rp.pre_restore_backup_name("r1", "0a1b2c3d-4e5f") == "r1-prerestore-0a1b2c3d"
+    assert rp.pre_restore_backup_name("r1", "99999999-0000") != rp.pre_restore_backup_name(
+        "r1", "0a1b2c3d-4e5f"
+    )
+    assert rp.swap_suffix(T0) == "20261124100000"
+
+
+POLICY = BackupPolicySpec.model_validate(
+    {
+        "components": {
+            "postgres": {"host": "db", "credentialsSecret": {"name": "pg"}},
+            "vault": {
+                "address": "https://vault:8200",
+                "auth": {"tokenSecret": {"name": "vt", "key": "token"}},
+            },
+        },
+        "destination": {"s3": {"bucket": "bkt", "credentialsSecret": {"name": "s3"}}},
+        "encryption": {"gpg": {"recipientsSecret": {"name": "gpg", "key": "recipients.asc"}}},
+    }
+)
+
+
+def test_the_restore_job_runs_the_runner_with_files_only() -> None:
+    job = restore_job(
+        in_place(),
+        RestoreSource("s3://bkt/local/ns/lamassu/20261124T100000Z/", "b1", POLICY),
+        namespace="ns",
+        restore="r1",
+        step="restore",
+        components=["postgres", "vault"],
+        swap_suffix="20261124100000",
+        owner=Owner("backup.lamassu.io/v1alpha1", "LamassuRestore", "r1", "uid"),
+    )
+    assert job["metadata"]["name"] == "r1-restore"
+    assert job["metadata"]["labels"][rp.LABEL_RESTORE] == "r1"
+    assert job["spec"]["backoffLimit"] == 0
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["lamassu-backup", "runner", "restore"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    cfg = RestoreRunConfig.model_validate_json(env["LAMASSU_RESTORE_CONFIG"])
+    assert cfg.mode == "InPlace"
+    assert cfg.step == "restore"
+    assert cfg.set_prefix == "local/ns/lamassu/20261124T100000Z/"
+    assert cfg.source.bucket == "bkt"
+    assert cfg.swap_suffix == "20261124100000"
+    assert cfg.postgres is not None
+    assert cfg.postgres.password_file.startswith("/var/run/lamassu-backup/secrets/pg/")
+    assert cfg.vault is not None
+    assert cfg.vault.token_file
+    assert cfg.require_signature is True
+
+
+# -- schema rules (issue 10) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-13-45T99:99:99Z", "2026-02-30T10:00:00Z", "2026-11-24T10:00:00", "yesterday", ""],
+)
+def test_point_in_time_must_be_a_real_rfc3339_time(value: str) -> None:
+    with pytest.raises(ValidationError, match="pointInTime must be latest or an RFC 3339"):
+        RestoreSpec.model_validate(
+            {
+                "decryptionKeySecret": KEY,
+                "source": {"policyRef": {"name": "p"}, "pointInTime": value},
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["latest", "2026-11-24T10:00:00Z", "2026-11-24T10:00:00.5+01:00", "2024-02-29t00:00:00z"],
+)
+def test_point_in_time_accepts_latest_and_times(value: str) -> None:
+    RestoreSpec.model_validate(
+        {"decryptionKeySecret": KEY, "source": {"policyRef": {"name": "p"}, "pointInTime": value}}
+    )
+
+
+@pytest.mark.parametrize("name", ["", "; DROP DATABASE ca", "ca;", "1ca", "a" * 64, 'c"a'])
+def test_database_names_must_be_identifiers(name: str) -> None:
+    with pytest.raises(ValidationError, match="must be a PostgreSQL identifier"):
+        spec(databases=["ca", name])
+
+
+def test_database_names_accept_identifiers_and_schemas() -> None:
+    assert spec(databases=["ca", "device_manager", "lamassu.ca", "_x$"]).databases
+
+
+@pytest.mark.parametrize("ns", ["Bad NS!", "-a", "a-", "UPPER", "a" * 64, ""])
+def test_target_namespace_must_be_a_dns_label(ns: str) -> None:
+    with pytest.raises(ValidationError, match=r"must be a namespace name|at most 63 characters"):
+        spec(target={"namespace": ns})
+
+
+def test_finalize_after_defaults_to_an_hour() -> None:
+    assert in_place().finalize_after == timedelta(hours=1)
+
+
+# -- the pause and retention hooks ---------------------------------------------------------------
+
+
+class FakeKube:
+    def __init__(self, restores: list[dict[str, Any]]) -> None:
+        self.restores = restores
+
+    def list_custom(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        assert kind == "LamassuRestore"
+        return self.restores
+
+
+def lrs(name: str, phase: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"mode": status.pop("mode", "InPlace"), "backupRef": {"name": f"{name}-set"}},
+        "status": {"phase": phase, **status},
+    }
+
+
+def test_backups_pause_only_while_a_restore_holds_the_namespace() -> None:
+    from lamassu_backup.services import restore_guard
+
+    for phase in ("Pending", "Planning", "Planned", "Completed", "Failed", "RolledBack"):
+        assert restore_guard.pause_reason(FakeKube([lrs("r", phase)]), "ns") is None  # type: ignore[arg-type]
+    for phase in ("PausingBackups", "PreRestoreBackup", "ScalingDown", "Restoring", "ScalingUp"):
+        reason = restore_guard.pause_reason(FakeKube([lrs("r", phase)]), "ns")  # type: ignore[arg-type]
+        assert reason is not None
+        assert "LamassuRestore r" in reason
+
+
+def test_retention_keeps_the_restored_and_the_safety_sets() -> None:
+    from lamassu_backup.services import restore_guard
+
+    kube = FakeKube(
+        [
+            lrs("active", "Restoring", preRestoreBackup="active-prerestore"),
+            lrs("done", "Completed", finalizedAt="2026-11-24T10:00:00Z"),
+            lrs("unfinalized", "Completed", swapSuffix="x"),
+            lrs("rolled", "RolledBack", preRestoreBackup="rolled-prerestore"),
+        ]
+    )
+    protected = restore_guard.protected_sets(kube, "ns")  # type: ignore[arg-type]
+    assert protected == {
+        "active-set",
+        "active-prerestore",
+        "unfinalized-set",
+        "rolled-prerestore",
+    }
+
+
+def test_health_check_urls_lose_their_credentials() -> None:
+    from lamassu_backup.services.restores import _redact_url
+
+    assert _redact_url("https://user:pw@ca.lamassu.svc/health") == "https://ca.lamassu.svc/health"
+    assert _redact_url("http://ca:8085/health") == "http://ca:8085/health"
