@@ -632,13 +632,18 @@ def database_facts(sql: Sql, schema: str | None) -> dict[str, object]:
     return _facts(sql.run, schema)
 
 
+_KEYLESS_TYPES_SQL = "('IMPORTED_WITHOUT_KEY', 'EXTERNAL')"
+"""CA types with no key: v3.8.0's IMPORTED_WITHOUT_KEY, named EXTERNAL before its migration."""
+
+
 def key_references(
     ca: Sql, ca_schema: str, kms: Sql, kms_schema: str
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """What must resolve in the key store: (kms key id, engine) of every kms_keys row with a
-    private key, and (serial number, subject key id) of every CA certificate Lamassu manages.
+    private key, and (serial number, subject key id) of every CA certificate that has a key.
 
-    EXTERNAL CAs are Lamassu's imported CAs without a key, so they are not expected to have one.
+    CAs imported without their key (IMPORTED_WITHOUT_KEY; EXTERNAL before Lamassu v3.8.0
+    renamed it) are not expected to have one.
     """
     kms_rows = kms.run(
         f"SELECT key_id, engine_id FROM {_ident(kms_schema)}.kms_keys WHERE has_private_key "
@@ -646,9 +651,38 @@ def key_references(
     )
     ca_rows = ca.run(
         f"SELECT serial_number, coalesce(subject_key_id, '') FROM {_ident(ca_schema)}.certificates "
-        "WHERE is_ca AND coalesce(type, '') <> 'EXTERNAL' ORDER BY 1"
+        f"WHERE is_ca AND coalesce(type, '') NOT IN {_KEYLESS_TYPES_SQL} ORDER BY 1"
     )
     return [(r[0], r[1]) for r in kms_rows], [(r[0], r[1]) for r in ca_rows]
+
+
+def key_inventory(
+    ca: Sql, ca_schema: str, kms: Sql, kms_schema: str
+) -> tuple[list[tuple[str, str, bool, str, str]], list[tuple[str, str, str, str, str]]]:
+    """Every kms key and every CA certificate, with what linking one to the other needs.
+
+    kms rows: (key id, engine id, has private key, aliases JSON, metadata JSON: it holds the
+    ``lamassu.io/kms/binded-resources`` binding); CA rows: (serial, subject key id, type, engine
+    id, CA id). The caller decides which CAs need a key (their type says) and where it lives.
+    """
+    kms_rows = kms.run(
+        "SELECT key_id, coalesce(engine_id, ''), "
+        "CASE WHEN coalesce(has_private_key, true) THEN 't' ELSE 'f' END, "
+        "coalesce(aliases::text, '[]'), coalesce(metadata::text, '{}') "
+        f"FROM {_ident(kms_schema)}.kms_keys ORDER BY 1"
+    )
+    schema = _ident(ca_schema)
+    ca_rows = ca.run(
+        "SELECT c.serial_number, coalesce(c.subject_key_id, ''), coalesce(c.type, ''), "
+        "coalesce(c.engine_id, ''), coalesce(min(a.id), '') "
+        f"FROM {schema}.certificates c LEFT JOIN {schema}.ca_certificates a "
+        "ON a.serial_number = c.serial_number WHERE c.is_ca "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1"
+    )
+    return (
+        [(r[0], r[1], r[2] == "t", r[3], r[4]) for r in kms_rows],
+        [(r[0], r[1], r[2], r[3], r[4]) for r in ca_rows],
+    )
 
 
 def user_schemas(sql: Sql) -> list[str]:
@@ -660,3 +694,51 @@ def user_schemas(sql: Sql) -> list[str]:
         "(SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid)) ORDER BY 1",
     )
     return [r[0] for r in rows]
+
+
+# -- WAL shipping (point-in-time recovery) ------------------------------------------------------
+
+
+def slot_restart_lsn(conn: PgConnection, slot: str) -> str | None:
+    """restart_lsn of a replication slot ('' when it reserves nothing), None when it is absent."""
+    rows = query(
+        conn,
+        "postgres",
+        f"SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots "
+        f"WHERE slot_name = {_literal(slot)};",
+    )
+    return rows[0][0] if rows else None
+
+
+def create_physical_slot(conn: PgConnection, slot: str) -> None:
+    """A physical slot that reserves WAL from now on (REPLICATION needed)."""
+    query(conn, "postgres", f"SELECT pg_create_physical_replication_slot({_literal(slot)}, true);")
+
+
+def advance_slot(conn: PgConnection, slot: str, lsn: str) -> None:
+    """Move a physical slot forward to ``lsn`` (the server may recycle the WAL before it)."""
+    query(
+        conn, "postgres", f"SELECT pg_replication_slot_advance({_literal(slot)}, {_literal(lsn)});"
+    )
+
+
+def slot_retained_bytes(conn: PgConnection, slot: str) -> int:
+    """Bytes of WAL the server keeps for a slot (current position minus restart_lsn)."""
+    rows = query(
+        conn,
+        "postgres",
+        "SELECT coalesce(pg_current_wal_lsn() - restart_lsn, 0) FROM pg_replication_slots "
+        f"WHERE slot_name = {_literal(slot)};",
+    )
+    return int(float(rows[0][0])) if rows else 0
+
+
+def wal_position(conn: PgConnection) -> tuple[int, int]:
+    """(current timeline, wal_segment_size in bytes) of a primary."""
+    rows = query(
+        conn,
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_lsn()), "
+        "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size');",
+    )
+    return int(rows[0][0][:8], 16), int(rows[0][1])
