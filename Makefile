@@ -60,10 +60,15 @@ unit: venv ## Fast unit tests (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: build-deps
-build-deps: ## Build (or take from the cache) the control plane, OpenBao and Helm binaries
+build-deps: ## Build (or take from the cache) the control plane, OpenBao, Helm and Lamassu binaries
 	bash scripts/build-controlplane.sh >/dev/null
 	bash scripts/build-openbao.sh >/dev/null
 	bash scripts/build-helm.sh >/dev/null
+	bash scripts/build-lamassu.sh >/dev/null
+
+.PHONY: images
+images: system-deps ## Build the operator and runner images (buildah, no daemon; cached by content hash)
+	bash scripts/build-images.sh >/dev/null
 
 .PHONY: test
 test: venv system-deps lint build-deps ## Install what the tests need, lint, run every test tier (CI: .ci/run)
@@ -88,6 +93,14 @@ bench-restore: venv system-deps build-deps ## Restore benchmark: runner vs the r
 .PHONY: bench-operator
 bench-operator: venv system-deps build-deps ## Operator benchmark: policy -> Job latency, RSS and CPU with 1,000 policies
 	$(PY) -m bench.operator
+
+.PHONY: bench-pitr
+bench-pitr: venv system-deps ## PITR benchmark: recovery point vs archive_timeout=300, shipping CPU/GiB, PITR restore vs by hand (BENCH_SIZE_MIB/BENCH_WAL_MIB=256)
+	$(PY) -m bench.pitr
+
+.PHONY: fuzz-long
+fuzz-long: venv system-deps build-deps ## The fuzzed API with 5,000 cases (CI runs 500): FUZZ_CASES=N to change
+	FUZZ_CASES=$${FUZZ_CASES:-5000} $(PY) -m pytest tests/e2e/test_fuzz.py -s $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: platform-up ## Run it locally: the platform, the operator, a sample policy and a backup (stop: make platform-down)

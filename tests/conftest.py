@@ -13,6 +13,9 @@ import pytest
 from lamassu_platform.controlplane import ControlPlane
 from lamassu_platform.podrunner import PodRunner
 
+pytest_plugins = ["lamassu_platform.leak_scanner"]
+"""After every test on the platform, no Secret value may appear in logs, Events or status."""
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
@@ -25,6 +28,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 def pod_runner(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PodRunner]:
-    """A Ready Node whose Pods run as host processes; every process is killed at the end."""
-    with PodRunner(control_plane.kubeconfig, tmp_path_factory.mktemp("podrunner")) as runner:
+    """A Ready Node whose Pods run as host processes (the explicit opt-in: these tests are of
+    the kubelet's API behaviour, with arbitrary commands); every process is killed at the end.
+    Containers from images: tests/platform/test_podrunner_images.py."""
+    with PodRunner(
+        control_plane.kubeconfig, tmp_path_factory.mktemp("podrunner"), host_processes=True
+    ) as runner:
         yield runner

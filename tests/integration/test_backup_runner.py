@@ -319,3 +319,36 @@ def test_aws_kms_metadata_warns_about_pending_deletion(
     )
     assert manifest["components"]["awsKms"]["warnings"]
     assert manifest["artifacts"][0]["details"]["pendingDeletion"] >= 1
+
+
+def test_a_run_never_writes_into_another_runs_committed_set(
+    runner_config: ConfigFactory, s3: S3Server, tmp_path: Path
+) -> None:
+    """Issue 10: a second run pointed at a committed set's folder is refused, whole.
+
+    Before, it wrote its artifacts into the folder and replaced the manifest, while the first
+    run's record went on claiming a manifest SHA-256 that was no longer in the bucket.
+    """
+    first = runner_config(components=["vault"])
+    code, result, stderr = run_runner(first, "backup", tmp=tmp_path)
+    assert code == 0, (result, stderr)
+    bucket, prefix = first.destination.bucket, first.set_prefix
+    before = s3.client().get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+    assert hashlib.sha256(before).hexdigest() == result["manifestSha256"]
+
+    intruder = first.model_copy(update={"backup": first.backup + "-other"})
+    code, result, _ = run_runner(intruder, "backup", tmp=tmp_path)
+    assert code != 0
+    assert "SetAlreadyCommitted" in json.dumps(result)
+    code, result, _ = run_runner(intruder, "commit", "--allow-partial", tmp=tmp_path)
+    assert code != 0
+    assert "already holds the set of backup" in json.dumps(result)
+    after = s3.client().get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+    assert after == before
+
+    # The same run's commit, retried (a Job retry after it wrote the manifest), is a no-op.
+    code, result, stderr = run_runner(first, "commit", "--allow-partial", tmp=tmp_path)
+    assert code == 0, (result, stderr)
+    assert result["manifestSha256"] == hashlib.sha256(before).hexdigest()
+    final = s3.client().get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+    assert final == before

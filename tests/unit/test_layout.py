@@ -97,3 +97,15 @@ def test_bounded_names_keep_distinct_inputs_distinct() -> None:
 
 def test_backup_name() -> None:
     assert layout.backup_name("lamassu", "20261124T100000Z") == "lamassu-20261124t100000z"
+
+
+def test_a_location_is_parsed_once_and_round_trips() -> None:
+    from lamassu_backup.builders.layout import Location
+
+    loc = Location.parse("s3://bucket/prod/ns/p/20261124T100000Z-3f2a9c1b/")
+    assert loc == Location("bucket", "prod/ns/p/20261124T100000Z-3f2a9c1b/")
+    assert loc.url == "s3://bucket/prod/ns/p/20261124T100000Z-3f2a9c1b/"
+    assert Location.parse("s3://bucket").prefix == ""
+    for bad in ("bucket/prefix", "s3:///prefix", "https://bucket/x"):
+        with pytest.raises(ValueError, match="s3://"):
+            Location.parse(bad)

@@ -55,10 +55,10 @@ def test_cached_within_the_period_and_rechecked_after() -> None:
     spec = example_spec()
     reads = SecretReads(all_referenced(spec))
     svc = service(reads)
-    assert svc._check_secrets("ns", "a", 1, spec, NOW) is None
+    assert svc._check_secrets("ns", "a", 1, spec, NOW) == (None, None)
     first = len(reads.reads)
     assert first > 0
-    assert svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=299)) is None
+    assert svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=299)) == (None, None)
     assert len(reads.reads) == first
     svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=301))
     assert len(reads.reads) == 2 * first
@@ -87,13 +87,14 @@ def test_a_secret_event_invalidates_only_the_policies_referring_to_it() -> None:
 def test_a_missing_secret_is_reported_and_any_referenced_secret_invalidates() -> None:
     spec = example_spec()
     referenced = all_referenced(spec)
-    order = [r.secret for r in refs.references(spec) + refs.verification_references(spec)]
+    order = [r.secret for r in refs.references(spec)]
     missing, later = order[0], order[-1]
     assert missing != later
     reads = SecretReads({k: v for k, v in referenced.items() if k != missing})
     svc = service(reads)
-    error = svc._check_secrets("ns", "a", 1, spec, NOW)
+    error, verify_error = svc._check_secrets("ns", "a", 1, spec, NOW)
     assert error is not None
+    assert verify_error is None
     assert error.startswith("SecretNotFound: ")
     assert missing in error
     # The check stopped at the first missing Secret, yet a change to one it never read
@@ -101,4 +102,20 @@ def test_a_missing_secret_is_reported_and_any_referenced_secret_invalidates() ->
     assert later not in reads.reads
     assert svc.invalidate_secret("ns", later) == ["a"]
     reads.secrets[missing] = referenced[missing]
-    assert svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=1)) is None
+    assert svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=1)) == (None, None)
+
+
+def test_a_secret_only_verification_needs_does_not_block_backups() -> None:
+    spec = example_spec()
+    referenced = all_referenced(spec)
+    backup_secrets = {r.secret for r in refs.references(spec)}
+    only_verification = [
+        r.secret for r in refs.verification_references(spec) if r.secret not in backup_secrets
+    ]
+    assert only_verification, "the example must have a Secret only verification uses"
+    reads = SecretReads({k: v for k, v in referenced.items() if k != only_verification[0]})
+    error, verify_error = service(reads)._check_secrets("ns", "a", 1, spec, NOW)
+    assert error is None
+    assert verify_error is not None
+    assert verify_error.startswith("SecretNotFound: ")
+    assert "spec.verification." in verify_error

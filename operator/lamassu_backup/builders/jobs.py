@@ -13,11 +13,13 @@ from typing import Any
 from ..models.backup import Trigger
 from ..models.common import AwsCredentialsSecretRef, BasicAuthSecretRef, SecretKeyRef
 from ..models.policy import BackupPolicySpec, PostgresComponent, RunnerSettings, VaultComponent
+from ..models.resources import GROUP
 from ..models.runner import (
     CONFIG_ENV,
     SECRETS_ROOT,
     AwsKmsSettings,
     ConfigSettings,
+    FilesystemKeyStore,
     GpgSettings,
     PostgresSettings,
     RestoreRunConfig,
@@ -28,7 +30,6 @@ from ..models.runner import (
 )
 from . import layout, placement
 
-GROUP = "backup.lamassu.io"
 LABEL_POLICY = f"{GROUP}/policy"
 LABEL_BACKUP = f"{GROUP}/backup"
 LABEL_COMPONENT = f"{GROUP}/component"
@@ -155,6 +156,34 @@ def s3_settings(mounts: _Mounts, policy: BackupPolicySpec) -> S3Settings:
         storage_class=s3.storage_class,
         **_aws_files(mounts, s3.credentials_secret, "s3"),
     )
+
+
+def key_store_settings(
+    policy: BackupPolicySpec | None,
+) -> tuple[list[str], list[FilesystemKeyStore]]:
+    """Where each kms engine's keys are, for the restore runner's key consistency check:
+    (the engine ids whose keys are in the Vault KV export, the filesystem engines by volume).
+
+    Both come from the policy that made the set (``components.vault.keyStoreEngines``,
+    ``components.volumes[].keyStoreEngine``); without a policy (a bare S3 set) nothing is
+    declared and the runner keeps its old behaviour (every engine looked for in Vault).
+    """
+    if policy is None:
+        return [], []
+    comps = policy.components
+    vault_engines = list(comps.vault.key_store_engines) if comps.vault else []
+    filesystem = [
+        FilesystemKeyStore(engine=v.key_store_engine, volume=v.name, path=v.key_store_path)
+        for v in comps.volumes
+        if v.key_store_engine
+    ]
+    return vault_engines, filesystem
+
+
+def destination(policy: BackupPolicySpec) -> S3Settings:
+    """The policy's bucket settings as the operator itself uses them (paths of mounted files
+    mean nothing outside a Pod: the operator passes credential values instead)."""
+    return s3_settings(_Mounts(), policy)
 
 
 def runner_config(
@@ -356,6 +385,32 @@ def verify_job_name(backup: str, time_str: str) -> str:
     return layout.bounded_name(backup, f"verify-{time_str.lower()}")
 
 
+def claim_mounts(
+    policy: BackupPolicySpec, *, read_only: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The policy's volumes as Pod volumes and mounts at ``VOLUMES_ROOT/<name>`` (backups read
+    them; an in-place restore writes them, or reads a key store it checks the keys against)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for vol in policy.components.volumes:
+        vname = layout.bounded_name("data", vol.name)
+        volumes.append(
+            {
+                "name": vname,
+                "persistentVolumeClaim": {"claimName": vol.claim_name, "readOnly": read_only},
+            }
+        )
+        mount: dict[str, Any] = {
+            "name": vname,
+            "mountPath": f"{VOLUMES_ROOT}/{vol.name}",
+            "readOnly": read_only,
+        }
+        if vol.sub_path:
+            mount["subPath"] = vol.sub_path
+        mounts.append(mount)
+    return volumes, mounts
+
+
 def backup_job(
     policy: BackupPolicySpec,
     *,
@@ -381,25 +436,9 @@ def backup_job(
         components=[component],
         mounts=mounts,
     )
-    extra_volumes: list[dict[str, Any]] = []
-    extra_mounts: list[dict[str, Any]] = []
-    if component == "volumes":
-        for vol in policy.components.volumes:
-            vname = layout.bounded_name("data", vol.name)
-            extra_volumes.append(
-                {
-                    "name": vname,
-                    "persistentVolumeClaim": {"claimName": vol.claim_name, "readOnly": True},
-                }
-            )
-            mount: dict[str, Any] = {
-                "name": vname,
-                "mountPath": f"{VOLUMES_ROOT}/{vol.name}",
-                "readOnly": True,
-            }
-            if vol.sub_path:
-                mount["subPath"] = vol.sub_path
-            extra_mounts.append(mount)
+    extra_volumes, extra_mounts = (
+        claim_mounts(policy, read_only=True) if component == "volumes" else ([], [])
+    )
     return job_manifest(
         name=component_job_name(backup_name, component),
         namespace=namespace,
@@ -418,11 +457,19 @@ def backup_job(
 def run_labels(policy_name: str, backup_name: str, component: str, role: str) -> dict[str, str]:
     """Labels every Job of a run carries: the Job watcher finds its run by them."""
     return {
-        LABEL_POLICY: policy_name,
-        LABEL_BACKUP: backup_name,
+        LABEL_POLICY: layout.label_value(policy_name),
+        LABEL_BACKUP: layout.label_value(backup_name),
         LABEL_COMPONENT: component,
         LABEL_ROLE: role,
     }
+
+
+def run_of(job: dict[str, Any]) -> str | None:
+    """The LamassuBackup a Job belongs to: its controller owner (labels may be shortened)."""
+    for owner in (job.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "LamassuBackup" and owner.get("controller"):
+            return str(owner.get("name"))
+    return None
 
 
 def commit_job(
@@ -483,6 +530,10 @@ def verify_job(
         if comps.postgres and "postgres" in components
         else None
     )
+    vault_engines, filesystem_stores = key_store_settings(policy)
+    # The drill restores the volumes too when a filesystem engine keeps its keys on one: the
+    # key check reads them from the scratch copy (the claims are not mounted: the set is read).
+    drilled = ("postgres", "vault", "volumes") if filesystem_stores else ("postgres", "vault")
     cfg = RestoreRunConfig(
         namespace=namespace,
         restore=verify_job_name(backup_name, tick),
@@ -493,7 +544,7 @@ def verify_job(
             policy.destination.s3.prefix, namespace, policy_name, set_time
         ),
         backup=backup_name,
-        components=[c for c in components if c in ("postgres", "vault")],
+        components=[c for c in components if c in drilled],
         decryption_key_file=mounts.file(
             verification.decryption_key_secret.name,
             verification.decryption_key_secret.key,
@@ -509,6 +560,8 @@ def verify_job(
         if comps.vault and "vault" in components
         else None,
         key_consistency=verification.key_consistency,
+        key_store_engines=vault_engines,
+        filesystem_key_stores=filesystem_stores,
     )
     return job_manifest(
         name=verify_job_name(backup_name, tick),
@@ -552,7 +605,10 @@ def backup_resource(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {LABEL_POLICY: policy_name, "app.kubernetes.io/managed-by": MANAGED_BY},
+            "labels": {
+                LABEL_POLICY: layout.label_value(policy_name),
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            },
         },
         "spec": spec,
     }

@@ -15,8 +15,11 @@ SET_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.asc"
 PARTS_DIR = "parts/"
-_SET_TIME_RE = re.compile(r"^\d{8}T\d{6}Z$")
+_SET_TIME_RE = re.compile(r"^(\d{8}T\d{6}Z)(-[0-9a-z]{1,16})?$")
+"""A set folder: its UTC time, then (since sets became unique per run) a short run id."""
 _MAX_NAME = 63
+_RUN_ID_LENGTH = 8
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def set_time(moment: datetime) -> str:
@@ -26,11 +29,31 @@ def set_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(SET_TIME_FORMAT)
 
 
+def set_folder(moment: datetime, run_uid: str) -> str:
+    """The folder of one run's set: its time and a short id of the run that owns it.
+
+    Two runs in the same second (two on-demand backups, or one given another set's
+    ``scheduledTime``) must never share a folder: the second would replace the first's manifest
+    while the first's record still claimed it. The id comes from the run's UID, so a restarted
+    operator derives the same folder.
+    """
+    run_id = re.sub(r"[^0-9a-z]", "", run_uid.lower())[:_RUN_ID_LENGTH]
+    if not run_id:
+        raise ValueError("a set folder needs the run's UID")
+    return f"{set_time(moment)}-{run_id}"
+
+
 def parse_set_time(text: str) -> datetime:
-    """Inverse of :func:`set_time`."""
-    if not _SET_TIME_RE.match(text):
-        raise ValueError(f"not a set time: {text!r}")
-    return datetime.strptime(text, SET_TIME_FORMAT).replace(tzinfo=UTC)
+    """The time of a set folder (with or without its run id); inverse of :func:`set_folder`."""
+    match = _SET_TIME_RE.match(text)
+    if not match:
+        raise ValueError(f"not a set folder name: {text!r}")
+    return datetime.strptime(match.group(1), SET_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def is_set_folder(text: str) -> bool:
+    """Whether a key segment names a set folder."""
+    return _SET_TIME_RE.match(text) is not None
 
 
 def policy_prefix(prefix: str, namespace: str, policy: str) -> str:
@@ -42,6 +65,29 @@ def policy_prefix(prefix: str, namespace: str, policy: str) -> str:
 def set_prefix(prefix: str, namespace: str, policy: str, time_str: str) -> str:
     """Key prefix of one set, ending in '/'."""
     return f"{policy_prefix(prefix, namespace, policy)}{time_str}/"
+
+
+@dataclass(frozen=True)
+class Location:
+    """``s3://<bucket>/<prefix>``: where a set (or any folder) is; parsed once, not sliced."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        """Read an ``s3://`` URL; refuses anything else."""
+        if not url.startswith("s3://"):
+            raise ValueError(f"not an s3:// location: {url!r}")
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"an s3:// location needs a bucket: {url!r}")
+        return cls(bucket, prefix)
+
+    @property
+    def url(self) -> str:
+        """The ``s3://`` URL (status and Events show it)."""
+        return f"s3://{self.bucket}/{self.prefix}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +106,7 @@ def parse_set_prefix(prefix: str, key: str) -> SetPath | None:
     if base and not key.startswith(base + "/"):
         return None
     parts = rest.split("/")
-    if len(parts) < 4 or not _SET_TIME_RE.match(parts[2]):
+    if len(parts) < 4 or not is_set_folder(parts[2]):
         return None
     return SetPath(namespace=parts[0], policy=parts[1], time=parts[2])
 
@@ -147,6 +193,20 @@ def bounded_name(*parts: str, limit: int = _MAX_NAME) -> str:
     head_len = limit - len(tail) - len(digest) - 2
     head = re.sub(r"[^a-z0-9-]", "-", parts[0].lower())[: max(head_len, 1)].strip("-")
     return "-".join(p for p in (head, digest, tail) if p)[:limit].strip("-")
+
+
+def label_value(name: str) -> str:
+    """A label value for an object name: names may be 253 characters, label values only 63.
+
+    Short names stay as they are (selectors keep working by name); longer ones keep their start
+    and get a stable hash, so the same name always gives the same value.
+    """
+    if len(name) <= _MAX_NAME and _LABEL_VALUE_RE.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    head = re.sub(r"[^A-Za-z0-9._-]", "-", name)[: _MAX_NAME - len(digest) - 1]
+    head = head.strip("-_.")
+    return f"{head}-{digest}" if head else digest
 
 
 def backup_name(policy: str, time_str: str) -> str:

@@ -108,6 +108,18 @@ def build_manifest(
     )
 
 
+def status_artifacts(manifest: Manifest, prefix: str) -> list[dict[str, Any]]:
+    """The manifest's artifacts as a LamassuBackup's status lists them: full keys, no sidecars
+    (the manifest's keys are relative to the set, so a copied set stays valid)."""
+    artifacts = []
+    for artifact in manifest.artifacts:
+        item = artifact.model_dump(mode="json", by_alias=True, exclude_none=True)
+        item["key"] = prefix + artifact.key
+        item.pop("sidecarKey", None)
+        artifacts.append(item)
+    return artifacts
+
+
 def render(manifest: Manifest) -> bytes:
     """Canonical bytes: stable key order, so the SHA-256 and the signature are reproducible."""
     data = manifest.model_dump(mode="json", by_alias=True, exclude_none=True)

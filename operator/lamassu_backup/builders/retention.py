@@ -57,7 +57,9 @@ from .schedule import require_utc
 
 _PHASES = frozenset(p.value for p in BackupPhase)
 _IN_PROGRESS = frozenset({BackupPhase.PENDING.value, BackupPhase.RUNNING.value})
-_FAILED = frozenset({BackupPhase.FAILED.value, BackupPhase.PARTIALLY_FAILED.value})
+_FAILED = frozenset(
+    {BackupPhase.FAILED.value, BackupPhase.PARTIALLY_FAILED.value, BackupPhase.LOST.value}
+)
 
 
 @dataclass(frozen=True)

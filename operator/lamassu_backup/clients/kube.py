@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from ..errors import KubernetesError
+from ..models.resources import GROUP, PLURALS, VERSION
 
 T = TypeVar("T")
 
@@ -25,6 +26,44 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     cfg = client.Configuration()
     config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     return client.ApiClient(cfg)
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def connect(
+    kubeconfig: str | None = None, context: str | None = None
+) -> tuple[client.ApiClient, str]:
+    """A client and the default namespace, as kubectl chooses them (for the kubectl plugin).
+
+    ``kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``) and ``context`` (else its
+    current context); in a Pod without either, the in-cluster account and its namespace. A missing
+    or unusable configuration is a KubernetesError naming it, never the client's own exception.
+    """
+    path = kubeconfig or os.environ.get("KUBECONFIG") or None
+    try:
+        if path is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+            try:
+                with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                    namespace = f.read().strip() or "default"
+            except OSError:
+                namespace = "default"
+            return client.ApiClient(), namespace
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+        contexts, active = config.list_kube_config_contexts(config_file=path)
+    except (config.ConfigException, OSError, ValueError) as exc:
+        where = path or "~/.kube/config"
+        raise KubernetesError(
+            f"cannot use the kubeconfig {where}"
+            + (f" (context {context})" if context else "")
+            + f": {exc}",
+            reason="InvalidKubeconfig",
+        ) from None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    namespace = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+    return client.ApiClient(cfg), namespace
 
 
 def guard(what: str, call: Callable[[], T]) -> T:
@@ -155,15 +194,6 @@ class ConfigWriter(ConfigReader):
         return self._plain(result)
 
 
-GROUP = "backup.lamassu.io"
-VERSION = "v1alpha1"
-PLURALS = {
-    "LamassuBackupPolicy": "lamassubackuppolicies",
-    "LamassuBackup": "lamassubackups",
-    "LamassuRestore": "lamassurestores",
-}
-
-
 class KubeApi:
     """What the operator's services do through the API, each call guarded and named."""
 
@@ -174,6 +204,10 @@ class KubeApi:
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
+    def close(self) -> None:
+        """Release the connection pool (and its threads) when the operator stops."""
+        self.api.close()
+
     def plain(self, obj: Any) -> dict[str, Any]:
         """A client model as a plain dict (camelCase keys, as the API speaks)."""
         data: dict[str, Any] = self.api.sanitize_for_serialization(obj)
@@ -183,16 +217,12 @@ class KubeApi:
 
     def get_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One of our objects, or None."""
-        try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+        obj: dict[str, Any] | None = read_or_none(
+            f"reading {kind} {namespace}/{name}",
+            lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURALS[kind], name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubernetesError(
-                f"reading {kind} {namespace}/{name}: HTTP {exc.status} {exc.reason}"
-            ) from None
+            ),
+        )
         return obj
 
     def list_custom(
@@ -227,6 +257,27 @@ class KubeApi:
             ) from None
         return obj, True
 
+    def create_new_custom(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create, or fail: an existing name is a Conflict, an unknown field is refused (never
+        silently pruned), and a refusal carries the apiserver's own message (it names the field or
+        the validation rule).
+        """
+        name = body["metadata"].get("name") or body["metadata"].get("generateName", "")
+        try:
+            obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], body, field_validation="Strict"
+            )
+        except ApiException as exc:
+            raise KubernetesError(
+                f"creating {kind} {namespace}/{name}: HTTP {exc.status} {_api_message(exc)}",
+                reason=_reason(exc.status),
+            ) from None
+        except HTTPError as exc:
+            raise KubernetesError(
+                f"creating {kind} {namespace}/{name}: {type(exc).__name__}"
+            ) from None
+        return obj
+
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource."""
         guard(
@@ -236,17 +287,26 @@ class KubeApi:
             ),
         )
 
+    def patch_custom(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch one of our objects (metadata or spec; status has patch_status)."""
+        obj: dict[str, Any] = guard(
+            f"updating {kind} {namespace}/{name}",
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], name, patch
+            ),
+        )
+        return obj
+
     def delete_custom(self, kind: str, namespace: str, name: str) -> None:
         """Delete (missing is fine)."""
-        try:
-            self.custom.delete_namespaced_custom_object(
+        read_or_none(
+            f"deleting {kind} {namespace}/{name}",
+            lambda: self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURALS[kind], name, propagation_policy="Background"
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise KubernetesError(
-                    f"deleting {kind} {namespace}/{name}: HTTP {exc.status} {exc.reason}"
-                ) from None
+            ),
+        )
 
     # -- jobs and pods -----------------------------------------------------------------------
 
@@ -267,14 +327,11 @@ class KubeApi:
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Job, or None."""
-        try:
-            return self.plain(self.batch.read_namespaced_job(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubernetesError(
-                f"reading Job {namespace}/{name}: HTTP {exc.status} {exc.reason}"
-            ) from None
+        job = read_or_none(
+            f"reading Job {namespace}/{name}",
+            lambda: self.batch.read_namespaced_job(name, namespace),
+        )
+        return None if job is None else self.plain(job)
 
     def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Jobs matching a label selector."""
@@ -286,13 +343,24 @@ class KubeApi:
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its Pods."""
-        try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise KubernetesError(
-                    f"deleting Job {namespace}/{name}: HTTP {exc.status} {exc.reason}"
-                ) from None
+        read_or_none(
+            f"deleting Job {namespace}/{name}",
+            lambda: self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background"
+            ),
+        )
+
+    def warning_events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """Warning Events about one object, oldest first (what a controller said went wrong)."""
+        resp = guard(
+            f"listing Events of {kind} {namespace}/{name}",
+            lambda: self.core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.kind={kind},involvedObject.name={name},type=Warning",
+            ),
+        )
+        events = [self.plain(e) for e in resp.items]
+        return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         """The Pods of a Job, newest first."""

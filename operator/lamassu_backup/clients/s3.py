@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import StorageError
+from ..models.runner import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -44,6 +45,33 @@ class S3Connection:
     storage_class: str | None = None
     part_size: int = 8 * MIB
     max_in_flight: int = 2
+
+    @classmethod
+    def of(
+        cls,
+        settings: S3Settings,
+        *,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        session_token: str | None = None,
+        ca_file: str | None = None,
+    ) -> S3Connection:
+        """The one translation of the runner's S3 settings (also what the operator derives from
+        a policy) into a connection; the caller supplies the credential values."""
+        return cls(
+            bucket=settings.bucket,
+            region=settings.region,
+            endpoint=settings.endpoint,
+            force_path_style=settings.force_path_style,
+            ca_file=ca_file or settings.ca_file,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+            sse=settings.sse,
+            kms_key_id=settings.kms_key_id,
+            storage_class=settings.storage_class,
+            part_size=settings.part_size_mib * MIB,
+        )
 
 
 @dataclass(frozen=True)

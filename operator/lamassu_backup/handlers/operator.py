@@ -17,26 +17,26 @@ from typing import Any, cast
 import kopf
 
 from ..builders import schedule
-from ..builders.jobs import LABEL_BACKUP, MANAGED_BY
+from ..builders.jobs import MANAGED_BY, run_of
 from ..clients.kube import KubeApi, load_config
 from ..errors import LamassuBackupError
 from ..models.policy import BackupPolicySpec
+from ..models.resources import BACKUPS, GROUP, POLICIES, VERSION
 from ..services import discovery, metrics, retention
 from ..services.common import Event, Settings, now_utc, ref, summarize
 from ..services.config_watch import ChangeTracker, Watcher, content_hash
 from ..services.policies import PolicyService
 from ..services.runs import RunService
+from .storage import TolerantDiffBaseStorage, TolerantProgressStorage
 
-GROUP, VERSION = "backup.lamassu.io", "v1alpha1"
-POLICIES, BACKUPS = "lamassubackuppolicies", "lamassubackups"
 log = logging.getLogger("lamassu_backup")
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Build the clients once; configure kopf to keep its marks under our own API group."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.progress_storage = TolerantProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = TolerantDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -55,6 +55,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.retention_due = set()
     metrics.serve(config.metrics_port)
     log.info("lamassu-backup operator started (metrics on :%s)", config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Close what startup opened, so a stopping operator leaves no pool or thread behind."""
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.close()
 
 
 def _post(events: list[Event]) -> None:
@@ -81,10 +89,8 @@ def runs_by_policy(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tup
 
 def reconcile_backup(body: dict[str, Any], memo: kopf.Memo) -> None:
     """Move one run forward and report it."""
-    outcome = memo.runs.reconcile(body, now_utc())
+    outcome = memo.runs.reconcile(body, now_utc())  # writes the status itself, under its lock
     meta = body["metadata"]
-    if outcome.patch:
-        memo.kube.patch_status("LamassuBackup", meta["namespace"], meta["name"], outcome.patch)
     _post(outcome.events)
     if outcome.finished:
         policy = (body.get("spec") or {}).get("policyRef", {}).get("name", "")
@@ -125,7 +131,7 @@ def job_event(
     """A runner Job changed (or vanished): update its run right away."""
     if event.get("type") is None:
         return  # the initial listing; runs are resumed by their own handler
-    backup = (body.get("metadata", {}).get("labels") or {}).get(LABEL_BACKUP)
+    backup = run_of(dict(body))
     if not backup:
         return
     current = memo.kube.get_custom("LamassuBackup", namespace or "", backup)
@@ -343,40 +349,3 @@ def secret_event(
 def probe_policies(memo: kopf.Memo, **_: Any) -> int:
     """Liveness detail: how many policy loops run."""
     return len(memo.wakers)
-
-
-# -- LamassuRestore --------------------------------------------------------------------------
-
-
-@kopf.on.create(GROUP, VERSION, "lamassurestores")
-@kopf.on.resume(GROUP, VERSION, "lamassurestores")
-def restore_received(
-    body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-) -> None:
-    """Say plainly that restores are not orchestrated by this version, and what to do instead."""
-    message = (
-        "this operator version does not orchestrate LamassuRestore yet; run the restore Job by "
-        "hand with `lamassu-backup runner restore` (see README: Restoring), or a drill through "
-        "the policy's spec.verification"
-    )
-    status = dict(body.get("status") or {})
-    if status.get("phase") == "Pending" and status.get("conditions"):
-        return
-    memo.kube.patch_status(
-        "LamassuRestore",
-        namespace or "",
-        name,
-        {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "False",
-                    "reason": "NotSupported",
-                    "message": message,
-                    "lastTransitionTime": now_utc().isoformat().replace("+00:00", "Z"),
-                }
-            ],
-        },
-    )
-    _post([Event(ref(dict(body)), "Warning", "NotSupported", message)])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
 
-from .base import CRModel, StatusModel
+from .base import CRModel, Rule, StatusModel
 from .common import ComponentName, Condition, LocalObjectRef
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Trigger(StrEnum):
@@ -32,15 +36,39 @@ class BackupPhase(StrEnum):
     COMPLETED = "Completed"
     PARTIALLY_FAILED = "PartiallyFailed"
     FAILED = "Failed"
+    LOST = "Lost"
+    """The run completed, but its set is no longer in the bucket as recorded (deleted or
+    replaced outside the operator): nothing may be restored from this record."""
 
 
 TERMINAL_BACKUP_PHASES = frozenset(
-    {BackupPhase.COMPLETED, BackupPhase.PARTIALLY_FAILED, BackupPhase.FAILED}
+    {BackupPhase.COMPLETED, BackupPhase.PARTIALLY_FAILED, BackupPhase.FAILED, BackupPhase.LOST}
 )
+
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class BackupSpec(CRModel):
     """Desired state of a LamassuBackup."""
+
+    __rules__ = (
+        Rule(
+            "!has(self.scheduledTime) || (timestamp(self.scheduledTime) >= "
+            "timestamp('2000-01-01T00:00:00Z') && timestamp(self.scheduledTime) < "
+            "timestamp('2100-01-01T00:00:00Z'))",
+            "spec.scheduledTime must be a time between 2000-01-01 and 2100-01-01 (it names the "
+            "set's folder); leave it out for an on-demand backup",
+            lambda m: m.scheduled_time is None or _EARLIEST <= _aware(m.scheduled_time) < _LATEST,
+        ),
+        Rule(
+            "self.trigger != 'Discovered' || has(self.location)",
+            "spec.trigger Discovered is set by the operator for sets it finds in the bucket (with "
+            "spec.location); for a backup now use trigger Manual",
+            lambda m: m.trigger != Trigger.DISCOVERED or m.location is not None,
+        ),
+    )
 
     policy_ref: LocalObjectRef
     """The policy whose settings (components, destination, encryption) this run uses."""
@@ -114,6 +142,10 @@ class ManifestRef(StatusModel):
 
     signature_key: str | None = None
     """Object key of the detached signature (manifest.json.asc), when signed."""
+
+    etag: str | None = None
+    """The manifest object's ETag when last checked: the bucket audit re-reads the manifest only
+    when it changes."""
 
 
 class ComponentResult(StatusModel):
@@ -192,6 +224,9 @@ class BackupStatus(StatusModel):
 
     location: str | None = None
     """s3:// URL of the set's folder."""
+
+    lost_at: datetime | None = None
+    """When the bucket audit found the set missing or replaced (phase Lost)."""
 
     set_time: str | None = None
     """The set's folder name (UTC time), fixed when the run starts."""

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from .base import CRModel, StatusModel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A Kubernetes object name (DNS-1123 subdomain). Checked in the schema: a reference such as
+'../etc' or '.' would otherwise reach the API as a path and come back as a confusing 403."""
+
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=OBJECT_NAME)]
+"""The name of a ConfigMap, Secret or other object in the resource's namespace."""
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a key-name pattern, not a secret
 
 
@@ -27,7 +33,7 @@ class ComponentName(StrEnum):
 class SecretKeyRef(CRModel):
     """One key of a Secret in the resource's namespace."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
     """Name of the Secret."""
 
     key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)
@@ -37,7 +43,7 @@ class SecretKeyRef(CRModel):
 class BasicAuthSecretRef(CRModel):
     """A Secret holding a username and a password (for PostgreSQL)."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
     """Name of the Secret."""
 
     username_key: str = Field(default="username", pattern=SECRET_KEY_PATTERN)
@@ -50,7 +56,7 @@ class BasicAuthSecretRef(CRModel):
 class AwsCredentialsSecretRef(CRModel):
     """A Secret holding an AWS access key pair."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
     """Name of the Secret."""
 
     access_key_id_key: str = Field(default="accessKeyId", pattern=SECRET_KEY_PATTERN)
@@ -66,7 +72,7 @@ class AwsCredentialsSecretRef(CRModel):
 class LocalObjectRef(CRModel):
     """A reference to an object in the same namespace."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
     """Name of the referenced object."""
 
 

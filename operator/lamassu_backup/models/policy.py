@@ -11,10 +11,12 @@ from pydantic import Field, field_validator
 from .base import CRModel, Rule, StatusModel
 from .common import (
     DNS_LABEL,
+    OBJECT_NAME,
     AwsCredentialsSecretRef,
     BasicAuthSecretRef,
     Condition,
     LabelSelector,
+    ObjectName,
     SecretKeyRef,
 )
 from .types import CronSchedule, Duration, Quantity, TimeZone
@@ -33,6 +35,14 @@ LAMASSU_CONFIGMAPS = [
 """The ConfigMaps the Lamassu chart creates, one per service."""
 
 PG_IDENTIFIER = r"^[a-zA-Z_][a-zA-Z0-9_$-]{0,62}$"
+ENGINE_ID_MAX = 63
+"""Longest kms crypto engine id accepted (Lamassu's are short: filesystem-1, vault-1)."""
+MAX_VOLUMES = 32
+"""Volumes per policy: a bound the apiserver needs to cost the key-store uniqueness rule."""
+
+
+def _unique(values: list[Any]) -> bool:
+    return len(values) == len(set(values))
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -211,6 +221,29 @@ class VaultComponent(CRModel):
     kv_mounts: list[str] = Field(default_factory=lambda: ["lamassu-kms"])
     """KV v2 mounts exported logically (every secret, every field), e.g. the Lamassu KMS mount."""
 
+    key_store_engines: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={
+            "items": {"type": "string", "minLength": 1, "maxLength": ENGINE_ID_MAX},
+            "x-kubernetes-list-type": "set",
+        },
+    )
+    """kms crypto engine ids (kms-config crypto_engines.engines[].id, e.g. vault-1) whose private
+    keys are in kvMounts. A restore or drill checks these engines' CA keys against the restored
+    mounts. Empty: every engine not declared on a volume (keyStoreEngine) is expected in Vault,
+    so declare the Vault engines whenever the kms has another kind (e.g. a PKCS#11 HSM)."""
+
+    @field_validator("key_store_engines")
+    @classmethod
+    def _unique_engines(cls, engines: list[str]) -> list[str]:
+        if any(not e or len(e) > ENGINE_ID_MAX for e in engines):
+            raise ValueError(f"keyStoreEngines entries are 1 to {ENGINE_ID_MAX} characters")
+        duplicates = sorted({e for e in engines if engines.count(e) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate keyStoreEngines entry: {', '.join(duplicates)}")
+        return engines
+
     recovery_point_objective: Duration = timedelta(hours=25)
     """Stale when the last successful Vault backup is older than this (daily runs plus slack)."""
 
@@ -226,10 +259,12 @@ class ConfigComponent(CRModel):
         ),
     )
 
-    config_maps: list[str] = Field(default_factory=lambda: list(LAMASSU_CONFIGMAPS))
+    config_maps: list[ObjectName] = Field(default_factory=lambda: list(LAMASSU_CONFIGMAPS))
     """ConfigMaps by name (default: the six Lamassu service configs)."""
 
-    secrets: list[str] = Field(default_factory=lambda: ["downstream-cert", "root-downstream-cert"])
+    secrets: list[ObjectName] = Field(
+        default_factory=lambda: ["downstream-cert", "root-downstream-cert"]
+    )
     """Secrets by name (default: the TLS Secrets of the Lamassu chart)."""
 
     selector: LabelSelector | None = None
@@ -242,19 +277,49 @@ class ConfigComponent(CRModel):
     """Stale when the last successful config backup is older than this."""
 
 
+def _relative_inside(path: str) -> bool:
+    """A sub-directory that stays inside the volume: no leading '/', no '..' segment."""
+    return not path.startswith("/") and ".." not in path.split("/")
+
+
 class VolumeSource(CRModel):
     """A PersistentVolumeClaim whose files are archived (file crypto engine keys, SoftHSM tokens,
     CRLs).
     """
 
+    __rules__ = (
+        Rule(
+            "!has(self.keyStorePath) || self.keyStorePath == '' || has(self.keyStoreEngine)",
+            "keyStorePath needs keyStoreEngine: it says where that engine's keys are in the volume",
+            lambda m: not m.key_store_path or m.key_store_engine is not None,
+        ),
+        Rule(
+            "!has(self.keyStorePath) || (!self.keyStorePath.startsWith('/') && "
+            "!self.keyStorePath.matches('(^|/)[.][.](/|$)'))",
+            "keyStorePath must be relative and stay inside the volume (no leading / and no .. "
+            "segment)",
+            lambda m: _relative_inside(m.key_store_path),
+        ),
+    )
+
     name: str = Field(pattern=DNS_LABEL, max_length=63)
     """Artifact name, unique in the policy (e.g. kms-fs-keys)."""
 
-    claim_name: str = Field(min_length=1, max_length=253)
+    claim_name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
     """The PersistentVolumeClaim to read."""
 
     sub_path: str = ""
     """Only archive this folder of the volume."""
+
+    key_store_engine: str | None = Field(default=None, min_length=1, max_length=ENGINE_ID_MAX)
+    """The kms filesystem crypto engine (its id in kms-config, e.g. filesystem-1) whose
+    storage_directory is on this volume. A restore or drill then checks that engine's CA keys
+    against this volume's restored files, and refuses one whose set lacks the volume: without
+    it the keys would be looked for in Vault, or not at all."""
+
+    key_store_path: str = Field(default="", max_length=1024)
+    """The engine's storage directory inside the archived folder (relative to subPath when that
+    is set); empty: its root."""
 
 
 class AwsKmsComponent(CRModel):
@@ -286,6 +351,23 @@ class Components(CRModel):
             "a policy needs at least one component: postgres, vault, config, volumes or awsKms",
             lambda m: bool(m.names()),
         ),
+        Rule(
+            "self.volumes.all(v, !has(v.keyStoreEngine) || self.volumes.exists_one(w, "
+            "has(w.keyStoreEngine) && w.keyStoreEngine == v.keyStoreEngine))",
+            "keyStoreEngine must be unique across volumes: each filesystem engine's storage "
+            "directory is on one volume",
+            lambda m: _unique([v.key_store_engine for v in m.volumes if v.key_store_engine]),
+        ),
+        Rule(
+            "!has(self.vault) || !has(self.vault.keyStoreEngines) || self.volumes.all(v, "
+            "!has(v.keyStoreEngine) || !(v.keyStoreEngine in self.vault.keyStoreEngines))",
+            "an engine's keys are either in Vault (vault.keyStoreEngines) or on a volume "
+            "(volumes[].keyStoreEngine), not both",
+            lambda m: (
+                m.vault is None
+                or not {v.key_store_engine for v in m.volumes} & set(m.vault.key_store_engines)
+            ),
+        ),
     )
 
     postgres: PostgresComponent | None = None
@@ -299,6 +381,7 @@ class Components(CRModel):
 
     volumes: list[VolumeSource] = Field(
         default_factory=list,
+        max_length=MAX_VOLUMES,
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
@@ -504,8 +587,26 @@ class Resources(CRModel):
     """Limits; the runner streams, so memory stays flat whatever the database size."""
 
 
+_UNDER_A_MINUTE = "'^(0+[smhdw])*(0*[0-5]?[0-9]s)?$'"
+
+
 class RunnerSettings(CRModel):
     """How backup, verification and restore Jobs run."""
+
+    __rules__ = (
+        Rule(
+            f"!has(self.activeDeadline) || !self.activeDeadline.matches({_UNDER_A_MINUTE})",
+            "spec.runner.activeDeadline must be at least 1m: a shorter deadline stops every Job "
+            "before it can finish",
+            lambda m: m.active_deadline >= timedelta(minutes=1),
+        ),
+        Rule(
+            f"!has(self.ttlAfterFinished) || !self.ttlAfterFinished.matches({_UNDER_A_MINUTE})",
+            "spec.runner.ttlAfterFinished must be at least 1m: the operator reads each finished "
+            "Job's result before it is garbage-collected",
+            lambda m: m.ttl_after_finished >= timedelta(minutes=1),
+        ),
+    )
 
     image: str = "ghcr.io/lamassuiot/lamassu-backup-runner:0.1.0"
     """Runner image: the operator image, which holds pg_dump, gpg, zstd and the runner."""
@@ -513,10 +614,12 @@ class RunnerSettings(CRModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Image pull policy."""
 
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_secrets: list[ObjectName] = Field(default_factory=list)
     """Names of image pull Secrets."""
 
-    service_account_name: str = "lamassu-backup-runner"
+    service_account_name: str = Field(
+        default="lamassu-backup-runner", max_length=253, pattern=OBJECT_NAME
+    )
     """ServiceAccount of the runner Pods (needs read access to the config component's objects)."""
 
     resources: Resources = Field(default_factory=Resources)
@@ -528,7 +631,7 @@ class RunnerSettings(CRModel):
     tolerations: list[Toleration] = Field(default_factory=list)
     """Tolerations for the runner Pods."""
 
-    priority_class_name: str | None = None
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME)
     """Priority class of the runner Pods."""
 
     active_deadline: Duration = timedelta(hours=2)

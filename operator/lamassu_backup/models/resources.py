@@ -166,3 +166,13 @@ def parse_resource(obj: dict[str, Any]) -> LamassuBackupPolicy | LamassuBackup |
     result = model.model_validate(obj)
     assert isinstance(result, LamassuBackupPolicy | LamassuBackup | LamassuRestore)
     return result
+
+
+PLURALS: dict[str, str] = {k.kind: k.plural for k in KINDS}
+"""Kind -> plural: the one table every client, handler and test helper uses."""
+
+POLICIES, BACKUPS, RESTORES = (
+    PLURALS["LamassuBackupPolicy"],
+    PLURALS["LamassuBackup"],
+    PLURALS["LamassuRestore"],
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from .policy import Compression, DatabaseLayout, SslMode
@@ -97,6 +97,31 @@ class VolumeSettings(_Config):
 
     name: str
     path: str
+
+
+class FilesystemKeyStore(_Config):
+    """Where a filesystem crypto engine's keys are in the set: a directory inside one volume.
+
+    The key consistency check reads the key ids from that directory wherever the restore put the
+    volume (in place: its staged copy, or the live volume when it is not restored; drill: the
+    scratch copy), instead of looking for the engine's keys in Vault.
+    """
+
+    engine: str = Field(min_length=1)
+    """The kms engine id (e.g. filesystem-1)."""
+
+    volume: str = Field(min_length=1)
+    """The volume artifact's name (policy components.volumes[].name)."""
+
+    path: str = ""
+    """The engine's storage directory inside the volume; empty: its root."""
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ValueError("path must be relative and stay inside the volume")
+        return path.strip("/")
 
 
 class AwsKmsSettings(_Config):
@@ -247,6 +272,10 @@ class RestoreRunConfig(_Config):
 
     key_consistency: bool = True
     key_store_engines: list[str] = Field(default_factory=list)
-    """kms engine ids whose private keys live in the Vault KV store; empty means every engine."""
+    """kms engine ids whose private keys live in the Vault KV store; empty means every engine
+    that no filesystem store claims."""
+
+    filesystem_key_stores: list[FilesystemKeyStore] = Field(default_factory=list)
+    """Filesystem engines and the volume of the set holding each one's keys."""
 
     dry_run: bool = False

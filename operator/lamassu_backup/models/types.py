@@ -19,6 +19,19 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"^(?:[0-9]+[smhdw])+$")
 _DURATION_PART_RE = re.compile(r"([0-9]+)([smhdw])")
 DURATION_PATTERN = r"^([0-9]+[smhdw])+$"
+MAX_DURATION = timedelta(days=36500)
+"""No duration of a policy means anything beyond a century; past it, date arithmetic overflows."""
+
+DURATION_MAX_LENGTH = 40
+# What the apiserver accepts: one to four parts, each with few enough digits that no sum can
+# overflow a date (at most ~1,100 years); the models then refuse anything above MAX_DURATION.
+DURATION_CEL = (
+    "self.matches('^(([0-9]{1,9}s)|([0-9]{1,7}m)|([0-9]{1,6}h)|([0-9]{1,5}d)|([0-9]{1,4}w)){1,4}$')"
+)
+DURATION_MESSAGE = (
+    "must be a duration such as 30s, 15m, 1h30m, 90d or 2w (one to four parts, each a number "
+    "and a unit s, m, h, d or w; at most 100 years)"
+)
 
 _RANDOM_FIELD = re.compile(r"(?<![a-z])[rh](?![a-z])", re.IGNORECASE)
 """croniter's R and H fields are random: a schedule must be the same on every evaluation."""
@@ -49,7 +62,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded(value, value)
     text = value.strip()
     if not _DURATION_RE.match(text):
         raise ValueError(
@@ -57,7 +70,27 @@ def parse_duration(value: Any) -> timedelta:
             "e.g. '30m' or '90d'"
         )
     seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(text))
+    return _bounded(seconds, value)
+
+
+def _bounded(seconds: int, original: Any) -> timedelta:
+    """Refuse before building the timedelta: a huge value must be an error, not an OverflowError."""
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(
+            f"duration {original!r} is longer than 100 years (36500d); use a shorter one"
+        )
     return timedelta(seconds=seconds)
+
+
+def at_least(minimum: timedelta, why: str) -> AfterValidator:
+    """A validator refusing durations below ``minimum``, saying why the floor exists."""
+
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise ValueError(f"must be at least {format_duration(minimum)}: {why}")
+        return value
+
+    return AfterValidator(check)
 
 
 def format_duration(value: timedelta) -> str:
@@ -125,9 +158,15 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": DURATION_MAX_LENGTH,
+            "x-kubernetes-validations": [{"rule": DURATION_CEL, "message": DURATION_MESSAGE}],
+        }
+    ),
 ]
-"""A duration written as ``30m``, ``24h``, ``90d``; held as a timedelta."""
+"""A duration written as ``30m``, ``24h``, ``90d``; held as a timedelta (at most 100 years)."""
 
 CronSchedule = Annotated[
     str,

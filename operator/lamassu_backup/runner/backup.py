@@ -26,6 +26,7 @@ import yaml
 from .. import __version__
 from ..builders import layout
 from ..builders.manifest import Manifest, build_manifest, render
+from ..builders.manifest import parse as parse_manifest
 from ..clients import postgres as pg
 from ..clients.gpg import Keyring
 from ..clients.s3 import S3Store
@@ -41,7 +42,6 @@ from ..models.runner import (
     PostgresSettings,
     RunnerConfig,
     RunnerResult,
-    VaultSettings,
 )
 from .context import RunnerContext
 from .pipeline import IterSource, ProcessSource, Source, WriterSource, encrypt_to_store
@@ -193,6 +193,7 @@ class BackupRun:
         try:
             if component not in handlers:
                 raise ConfigurationError(f"unknown component {component!r}")
+            self._refuse_committed_set()
             outcome = handlers[component]()
         except LamassuBackupError as exc:
             outcome = ComponentOutcome(
@@ -238,18 +239,7 @@ class BackupRun:
         settings = self.cfg.postgres
         if settings is None:
             raise ConfigurationError("component postgres is not configured")
-        conn = pg.PgConnection(
-            host=settings.host,
-            port=settings.port,
-            user=self.ctx.required(
-                settings.username_file, "PostgreSQL username (credentialsSecret)", sensitive=False
-            ),
-            password=self.ctx.required(
-                settings.password_file, "PostgreSQL password (credentialsSecret)"
-            ),
-            sslmode=settings.ssl_mode.value,
-            sslrootcert=settings.ca_file,
-        )
+        conn = self.ctx.pg_connection(settings)
         version = pg.server_version_num(conn)
         pg_dump = pg.pick_tool("pg_dump", version // 10000)
         pg_dump_major = pg.tool_major(pg_dump)
@@ -329,35 +319,12 @@ class BackupRun:
                 },
             )
 
-    def _vault_client(self, settings: VaultSettings) -> VaultClient:
-        # Client libraries load only for the components that use them: the runner's memory
-        # budget is small, and the kubernetes client alone is tens of MiB.
-        from ..clients.vault import VaultClient
-
-        client = VaultClient(settings.address, settings.ca_file)
-        if settings.token_file:
-            client.use_token(
-                self.ctx.required(settings.token_file, "Vault token (auth.tokenSecret)")
-            )
-        elif settings.role_id_file:
-            client.login_approle(
-                self.ctx.required(settings.role_id_file, "Vault AppRole role_id"),
-                self.ctx.required(settings.secret_id_file, "Vault AppRole secret_id"),
-                settings.approle_mount,
-            )
-        elif settings.kubernetes_role:
-            jwt = self.ctx.required(settings.kubernetes_jwt_file, "ServiceAccount token")
-            client.login_kubernetes(settings.kubernetes_role, jwt, settings.kubernetes_mount)
-        else:
-            raise ConfigurationError("Vault auth is not configured (spec.components.vault.auth)")
-        return client
-
     def vault(self) -> ComponentOutcome:
         """A verified raft snapshot and/or a logical export of each KV v2 mount."""
         settings = self.cfg.vault
         if settings is None:
             raise ConfigurationError("component vault is not configured")
-        client = self._vault_client(settings)
+        client, _ = self.ctx.vault_client(settings)
         client.check_ready()
         artifacts = []
         if settings.raft_snapshot:
@@ -518,11 +485,50 @@ class BackupRun:
             outcomes.append(ComponentOutcome.model_validate_json(self.store.get_bytes(key)))
         return outcomes
 
+    def _refuse_committed_set(self) -> None:
+        """A set with a manifest is sealed: nothing may be written into it any more."""
+        if self.store.head(self.key(layout.MANIFEST)) is not None:
+            raise IntegrityError(
+                f"{self.store.url(self.key(layout.MANIFEST))} already exists: the set is committed "
+                "and a run never writes into a committed set",
+                reason="SetAlreadyCommitted",
+            )
+
+    def _committed(self) -> tuple[Manifest, str] | None:
+        """This run's own manifest when a retried commit finds it written; another run's is an error."""
+        if self.store.head(self.key(layout.MANIFEST)) is None:
+            return None
+        body = self.store.get_bytes(self.key(layout.MANIFEST))
+        try:
+            manifest = parse_manifest(body)
+        except ValueError as exc:
+            raise IntegrityError(
+                f"{self.store.url(self.key(layout.MANIFEST))} exists and is unreadable ({exc}); "
+                "refusing to replace it",
+                reason="SetAlreadyCommitted",
+            ) from exc
+        if (manifest.namespace, manifest.policy, manifest.backup) != (
+            self.cfg.namespace,
+            self.cfg.policy,
+            self.cfg.backup,
+        ):
+            raise IntegrityError(
+                f"{self.store.url(self.key(layout.MANIFEST))} already holds the set of backup "
+                f"{manifest.namespace}/{manifest.backup}; refusing to overwrite another run's set",
+                reason="SetAlreadyCommitted",
+            )
+        return manifest, hashlib.sha256(body).hexdigest()
+
     def commit(self, requested: list[str]) -> tuple[Manifest, str]:
         """Check every artifact is stored, then write the signature and manifest.json, last.
 
         No manifest is written when no component stored anything: it would describe nothing.
+        A manifest already there is never replaced: a retried commit of the same run returns it,
+        any other is refused.
         """
+        existing = self._committed()
+        if existing is not None:
+            return existing
         outcomes = self.read_parts(requested)
         for outcome in outcomes:
             if not outcome.ok:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..clients import postgres as pg
 from ..clients.gpg import Keyring
-from ..clients.s3 import MIB, S3Connection, S3Store
+from ..clients.s3 import S3Connection, S3Store
 from ..errors import ConfigurationError, Redactor
-from ..models.runner import S3Settings
+from ..models.runner import PostgresSettings, S3Settings, VaultSettings
+
+if TYPE_CHECKING:
+    from ..clients.vault import VaultClient
 
 
 class RunnerContext:
@@ -56,23 +62,61 @@ class RunnerContext:
     def store(self, settings: S3Settings) -> S3Store:
         """The S3 store with credentials from their files (ambient credentials when none)."""
         return S3Store(
-            S3Connection(
-                bucket=settings.bucket,
-                region=settings.region,
-                endpoint=settings.endpoint,
-                force_path_style=settings.force_path_style,
-                ca_file=settings.ca_file,
+            S3Connection.of(
+                settings,
                 access_key_id=self.secret(settings.access_key_id_file, "S3 access key id"),
                 secret_access_key=self.secret(
                     settings.secret_access_key_file, "S3 secret access key"
                 ),
                 session_token=self.secret(settings.session_token_file, "S3 session token"),
-                sse=settings.sse,
-                kms_key_id=settings.kms_key_id,
-                storage_class=settings.storage_class,
-                part_size=settings.part_size_mib * MIB,
             )
         )
+
+    def pg_connection(self, settings: PostgresSettings) -> pg.PgConnection:
+        """A PostgreSQL server's connection settings, credentials read from their files."""
+        return pg.PgConnection(
+            host=settings.host,
+            port=settings.port,
+            user=self.required(
+                settings.username_file, "PostgreSQL username (credentialsSecret)", sensitive=False
+            ),
+            password=self.required(
+                settings.password_file, "PostgreSQL password (credentialsSecret)"
+            ),
+            sslmode=settings.ssl_mode.value,
+            sslrootcert=settings.ca_file,
+        )
+
+    def vault_client(
+        self, settings: VaultSettings, field: str = "spec.components.vault.auth"
+    ) -> tuple[VaultClient, Callable[[], None] | None]:
+        """A logged-in Vault client, and how to log in again (None for a token: it cannot be
+        renewed). Loaded only by the components that use Vault: the runner's memory is small."""
+        from ..clients.vault import VaultClient
+
+        client = VaultClient(settings.address, settings.ca_file)
+        relogin: Callable[[], None] | None = None
+        if settings.token_file:
+            client.use_token(self.required(settings.token_file, "Vault token (auth.tokenSecret)"))
+        elif settings.role_id_file:
+            role_id = self.required(settings.role_id_file, "Vault AppRole role_id")
+            secret_id = self.required(settings.secret_id_file, "Vault AppRole secret_id")
+
+            def relogin() -> None:
+                client.login_approle(role_id, secret_id, settings.approle_mount)
+
+        elif settings.kubernetes_role:
+            jwt = self.required(settings.kubernetes_jwt_file, "ServiceAccount token")
+            role = settings.kubernetes_role
+
+            def relogin() -> None:
+                client.login_kubernetes(role, jwt, settings.kubernetes_mount)
+
+        else:
+            raise ConfigurationError(f"Vault auth is not configured ({field})")
+        if relogin is not None:
+            relogin()
+        return client, relogin
 
     def keyring(self) -> Keyring:
         """A private GnuPG home in the scratch area."""

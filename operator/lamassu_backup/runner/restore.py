@@ -8,7 +8,8 @@ Steps (``RestoreRunConfig.step``):
   report what a restore would change, in order (``evidence.plan``). Nothing is written.
 - ``restore``, mode ``InPlace``: the same verification; every database restored into
   ``<db>__restoring`` and verified (row counts and goose version equal the manifest's); the key
-  consistency of the restored databases checked against the key store they will meet. Only then
+  consistency of the restored databases checked against the key stores they will meet (Vault KV;
+  each filesystem engine's volume as staged, or live when not restored). Only then
   does anything live change, in this order: Vault (KV writes, or the raft snapshot, read back),
   the databases (one atomic rename transaction; the previous ones kept as
   ``<db>__pre_restore_<suffix>``), config (server-side apply), volumes. A failure after the swap
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clients import postgres as pg
 from ..errors import ConfigurationError, LamassuBackupError
-from ..models.runner import RestoreRunConfig, RunnerResult, VaultSettings
+from ..models.runner import FilesystemKeyStore, RestoreRunConfig, RunnerResult
 from . import restore_config, restore_keys, restore_pg, restore_vault
 from .context import RunnerContext
 from .restore_set import Selected, SetReader
@@ -68,37 +69,6 @@ def drill_id(cfg: RestoreRunConfig) -> str:
     """A short, stable id for the scratch targets of one restore (a retried Job reuses it, so it
     finds and drops what an interrupted attempt left)."""
     return hashlib.sha256(f"{cfg.namespace}/{cfg.restore}".encode()).hexdigest()[:8]
-
-
-def vault_client(
-    settings: VaultSettings, ctx: RunnerContext
-) -> tuple[VaultClient, Callable[[], None] | None]:
-    """A logged-in client, and how to log in again (None for a token: it cannot be renewed)."""
-    from ..clients.vault import VaultClient
-
-    client = VaultClient(settings.address, settings.ca_file)
-    relogin: Callable[[], None] | None = None
-    if settings.token_file:
-        client.use_token(ctx.required(settings.token_file, "Vault token (auth.tokenSecret)"))
-    elif settings.role_id_file:
-        role_id = ctx.required(settings.role_id_file, "Vault AppRole role_id")
-        secret_id = ctx.required(settings.secret_id_file, "Vault AppRole secret_id")
-
-        def relogin() -> None:
-            client.login_approle(role_id, secret_id, settings.approle_mount)
-
-    elif settings.kubernetes_role:
-        jwt = ctx.required(settings.kubernetes_jwt_file, "ServiceAccount token")
-        role = settings.kubernetes_role
-
-        def relogin() -> None:
-            client.login_kubernetes(role, jwt, settings.kubernetes_mount)
-
-    else:
-        raise ConfigurationError("Vault auth is not configured (spec.target.vault.auth)")
-    if relogin is not None:
-        relogin()
-    return client, relogin
 
 
 def union_keys(exports: dict[str, dict[str, Any]]) -> set[str]:
@@ -141,6 +111,8 @@ class RestoreRun:
         self.id = drill_id(cfg)
         self.set = SetReader(cfg, ctx, ctx.store(cfg.source), self.warn)
         self._vault: tuple[VaultClient, Callable[[], None] | None] | None = None
+        self.restored_volumes: dict[str, tuple[Path, str]] = {}
+        """Volume name -> (where this run restored it, how the key check names that place)."""
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -173,7 +145,7 @@ class RestoreRun:
                 raise ConfigurationError(
                     "the vault component needs a Vault target (spec.target.vault or the policy's)"
                 )
-            self._vault = vault_client(self.cfg.vault, self.ctx)
+            self._vault = self.ctx.vault_client(self.cfg.vault, "spec.target.vault.auth")
             self._vault[0].check_ready()
         return self._vault
 
@@ -185,14 +157,7 @@ class RestoreRun:
                 "the postgres component needs a target server (spec.target.postgres or the "
                 "policy's)"
             )
-        return pg.PgConnection(
-            host=settings.host,
-            port=settings.port,
-            user=self.ctx.required(settings.username_file, "PostgreSQL username", sensitive=False),
-            password=self.ctx.required(settings.password_file, "PostgreSQL password"),
-            sslmode=settings.ssl_mode.value,
-            sslrootcert=settings.ca_file,
-        )
+        return self.ctx.pg_connection(settings)
 
     def load(self) -> Selected:
         """The manifest, checked, and the selection of artifacts."""
@@ -265,30 +230,81 @@ class RestoreRun:
                     found[service] = (service, "public")
         return found
 
+    def restores_key_volume(self) -> bool:
+        """Whether this run restored a volume that holds a filesystem engine's keys."""
+        return any(fs.volume in self.restored_volumes for fs in self.cfg.filesystem_key_stores)
+
+    def filesystem_store(self, fs: FilesystemKeyStore) -> restore_keys.KeyStore:
+        """A filesystem engine's key ids, read where its volume was restored.
+
+        In place, a volume this run does not restore is read live: the restored databases will
+        meet those keys. A volume that is nowhere gives an empty store, so every key of the
+        engine fails by CA, key id and engine, and the failure names the missing volume.
+        """
+        found = self.restored_volumes.get(fs.volume)
+        if found is None and self.cfg.mode == "InPlace":
+            live = next((Path(v.path) for v in self.cfg.volumes if v.name == fs.volume), None)
+            if live is not None and live.is_dir():
+                found = (live, f"live volume {fs.volume}")
+        if found is None:
+            self.warn(
+                f"the keys of engine {fs.engine} are on volume {fs.volume}, which this restore "
+                "does not restore: restore the volumes component of the same set"
+            )
+            return restore_keys.KeyStore(
+                fs.engine, "filesystem", frozenset(), f"volume {fs.volume}: not in the restored set"
+            )
+        root, where = found
+        directory = root / fs.path if fs.path else root
+        ids = frozenset(restore_keys.filesystem_key_ids(directory))
+        return restore_keys.KeyStore(
+            fs.engine, "filesystem", ids, f"{where}, {fs.path}" if fs.path else where
+        )
+
+    def key_stores(self, store: set[str] | None, source: str) -> list[restore_keys.KeyStore]:
+        """Each engine's store: the filesystem engines from their volumes; Vault KV (``store``,
+        when there is one) for ``key_store_engines``, or when none are declared for every
+        engine the filesystem stores do not claim (older configs declare nothing)."""
+        stores = [self.filesystem_store(fs) for fs in self.cfg.filesystem_key_stores]
+        if store is not None:
+            claimed = {s.engine_id for s in stores}
+            engines = self.cfg.key_store_engines or [restore_keys.ANY_ENGINE]
+            ids = frozenset(store)
+            stores += [
+                restore_keys.KeyStore(e, "vault-kv", ids, source)
+                for e in engines
+                if e not in claimed
+            ]
+        return stores
+
     def check_keys(
         self, pgr: restore_pg.PostgresRestore | None, store: set[str] | None, source: str
     ) -> None:
-        """The key consistency check; records evidence, raises when a reference is missing."""
+        """The key consistency check; records evidence, raises when a reference is missing.
+
+        ``store`` holds the key ids of the Vault KV side (None: no KV store to check) and
+        ``source`` says where they were read; the filesystem engines come from the config.
+        """
         if not self.cfg.key_consistency:
             self.evidence["keyConsistency"] = {"skipped": "disabled"}
             return
         where = self.key_locations(pgr)
-        if store is None or "ca" not in where or "kms" not in where:
-            missing = "key store" if store is None else "ca and kms databases"
+        stores = self.key_stores(store, source)
+        if not stores or "ca" not in where or "kms" not in where:
+            missing = "key store" if not stores else "ca and kms databases"
             self.warn(f"key consistency not checked: no {missing} to check")
             self.evidence["keyConsistency"] = {"skipped": f"no {missing}"}
             return
         with self.phase("keyConsistency", "keyConsistency"):
             conn = self.pg_conn()
-            kms_rows, ca_rows = pg.key_references(
+            kms_rows, ca_rows = pg.key_inventory(
                 pg.OneShot(conn, where["ca"][0]),
                 where["ca"][1],
                 pg.OneShot(conn, where["kms"][0]),
                 where["kms"][1],
             )
-            report = restore_keys.check(
-                kms_rows, ca_rows, store, source=source, engines=self.cfg.key_store_engines
-            )
+            report = restore_keys.check_inventory(kms_rows, ca_rows, stores)
+            report.source = "; ".join(dict.fromkeys(s.source for s in stores))
             self.evidence["keyConsistency"] = report.evidence()
             if not report.ok:
                 raise LamassuBackupError(report.message(), reason="KeyConsistencyFailed")
@@ -548,7 +564,12 @@ class RestoreRun:
                     side.changes, side.writer, side.namespace = self.config_changes(side.objects)
             for artifact in sel.volumes:
                 with self.phase("verify", "volumes"):
-                    side.staged.append((artifact.name, self._stage_volume(artifact)))
+                    staging = self._stage_volume(artifact)
+                    side.staged.append((artifact.name, staging))
+                    self.restored_volumes[artifact.name] = (
+                        staging,
+                        f"volume {artifact.name} as restored",
+                    )
 
     def _check_keys_before(
         self,
@@ -580,7 +601,7 @@ class RestoreRun:
         elif side.exports:
             store = union_keys(side.exports)
             source = "the set's KV export"
-        if sel.postgres or store is not None:
+        if sel.postgres or store is not None or self.restores_key_volume():
             self.check_keys(pgr, store, source)
         return False
 
@@ -739,13 +760,17 @@ class RestoreRun:
                         into = volume_dir / artifact.name
                         into.mkdir(parents=True, mode=0o700)
                         files[artifact.name] = self.set.extract(artifact, into)
+                        self.restored_volumes[artifact.name] = (
+                            into,
+                            f"scratch copy of volume {artifact.name}",
+                        )
                     self.evidence["volumes"] = files
                     self.result.components["volumes"] = "Verified"
             if sel.postgres:
                 pgr = self.postgres_restore(copy_props=False)
                 self.restore_databases(sel, pgr, lambda d: f"{d}{restore_pg.DRILL}{self.id}")
                 self.result.components["postgres"] = "Verified"
-            if sel.postgres or store is not None:
+            if sel.postgres or store is not None or self.restores_key_volume():
                 self.check_keys(pgr, store, source)
             self.result.ok = True
         finally:

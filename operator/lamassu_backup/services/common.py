@@ -9,6 +9,7 @@ from typing import Any
 
 from ..builders import layout
 from ..models.backup import TERMINAL_BACKUP_PHASES, BackupPhase
+from ..models.resources import API_VERSION
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def ref(body: dict[str, Any]) -> dict[str, Any]:
     """The part of an object an Event needs."""
     meta = body.get("metadata", {})
     return {
-        "apiVersion": body.get("apiVersion", "backup.lamassu.io/v1alpha1"),
+        "apiVersion": body.get("apiVersion", API_VERSION),
         "kind": body.get("kind", ""),
         "metadata": {
             "name": meta.get("name"),
@@ -162,18 +163,18 @@ def summarize(body: dict[str, Any]) -> RunSummary:
 
 
 def set_time_of(body: dict[str, Any]) -> str:
-    """The set folder of a run: its cron tick when scheduled, else its creation time.
+    """The set folder of a run: its cron tick when scheduled, else its creation time, followed
+    by a short id of the run (see :func:`layout.set_folder`).
 
     Derived from the object, never from memory, so an operator restarted mid-run writes to the
-    same place.
+    same place; the folder a run started with (``status.setTime``) is kept.
     """
     spec = body.get("spec") or {}
     status = body.get("status") or {}
+    meta = body.get("metadata") or {}
     if status.get("setTime"):
         return str(status["setTime"])
-    moment = parse_time(spec.get("scheduledTime")) or parse_time(
-        (body.get("metadata") or {}).get("creationTimestamp")
-    )
+    moment = parse_time(spec.get("scheduledTime")) or parse_time(meta.get("creationTimestamp"))
     if moment is None:
         raise ValueError("the backup has neither a scheduled time nor a creation time")
-    return layout.set_time(moment)
+    return layout.set_folder(moment, str(meta.get("uid") or ""))

@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..builders import conditions as cond
 from ..builders import jobs, layout
-from ..builders.manifest import Manifest, parse
+from ..builders.manifest import Manifest, parse, status_artifacts
 from ..clients.gpg import Keyring
 from ..clients.kube import KubeApi
 from ..clients.s3 import S3Store
 from ..errors import LamassuBackupError
-from ..models.backup import BackupPhase, Trigger
+from ..models.backup import BackupPhase, BackupStatus, Trigger
 from ..models.common import ConditionStatus
 from ..models.policy import BackupPolicySpec
 from . import secrets as secret_refs
@@ -50,12 +52,7 @@ def _status_from(
     phase = BackupPhase.COMPLETED if manifest.complete else BackupPhase.PARTIALLY_FAILED
     if signature:
         phase = BackupPhase.FAILED
-    artifacts = []
-    for artifact in manifest.artifacts:
-        item = artifact.model_dump(mode="json", by_alias=True, exclude_none=True)
-        item["key"] = prefix + artifact.key
-        item.pop("sidecarKey", None)
-        artifacts.append(item)
+    artifacts = status_artifacts(manifest, prefix)
     size = manifest.total_size()
     message = signature or (
         f"discovered in the bucket: {len(artifacts)} artifacts, {cond.humanize_bytes(size)}"
@@ -122,9 +119,13 @@ def discover(
 ) -> DiscoveryReport:
     """Record every committed set of this policy that has no LamassuBackup."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    spec = BackupPolicySpec.model_validate(body["spec"])
     report = DiscoveryReport()
+    try:
+        spec = BackupPolicySpec.model_validate(body["spec"])
+    except ValidationError:
+        return report  # the policy's own tick reports InvalidSpec; nothing to look for
     store = secret_refs.operator_store(kube, namespace, spec)
+    report.events.extend(audit_records(kube, store, namespace, name, now))
     moments = [r.scheduled_time or r.created_at for r in runs]
     known_times = {layout.set_time(m) for m in moments if m is not None}
     known_locations = {r.location for r in runs if r.location}
@@ -139,12 +140,10 @@ def discover(
         )
     for folder in store.list_prefixes(policy_prefix):
         time_str = folder.rstrip("/").rsplit("/", 1)[-1]
-        location = f"s3://{spec.destination.s3.bucket}/{folder}"
+        location = layout.Location(spec.destination.s3.bucket, folder).url
         if location in known_locations or time_str in known_times:
             continue
-        try:
-            layout.parse_set_time(time_str)
-        except ValueError:
+        if not layout.is_set_folder(time_str):
             continue
         manifest_key = folder + layout.MANIFEST
         if store.head(manifest_key) is None:
@@ -200,3 +199,72 @@ def discover(
             )
         )
     return report
+
+
+_AUDITED = (BackupPhase.COMPLETED.value, BackupPhase.PARTIALLY_FAILED.value)
+
+
+def audit_records(
+    kube: KubeApi, store: S3Store, namespace: str, policy: str, now: datetime
+) -> list[Event]:
+    """Records that claim a committed set must still match the bucket, or say they do not.
+
+    A manifest deleted or replaced outside the operator turns the record Lost (with the reason
+    in its Completed condition), so no restore, drill or retention decision trusts it. The
+    manifest is re-read only when its ETag changed since the last audit.
+    """
+    events: list[Event] = []
+    for body in kube.list_custom("LamassuBackup", namespace):
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        if (spec.get("policyRef") or {}).get("name") != policy or status.get(
+            "phase"
+        ) not in _AUDITED:
+            continue
+        manifest = status.get("manifest") or {}
+        key, recorded = manifest.get("key"), manifest.get("sha256")
+        if not key or not recorded:
+            continue
+        info = store.head(str(key))
+        problem: tuple[str, str] | None = None
+        if info is None:
+            problem = ("SetMissing", f"{store.url(str(key))} is no longer in the bucket")
+        elif info.etag != manifest.get("etag"):
+            digest = hashlib.sha256(store.get_bytes(str(key))).hexdigest()
+            if digest != recorded:
+                problem = (
+                    "ManifestChanged",
+                    f"{store.url(str(key))} was replaced: its SHA-256 is {digest}, this record "
+                    f"holds {recorded}",
+                )
+            else:
+                kube.patch_status(
+                    "LamassuBackup",
+                    namespace,
+                    body["metadata"]["name"],
+                    {"manifest": {**manifest, "etag": info.etag}},
+                )
+        if problem is None:
+            continue
+        reason, message = problem
+        message += "; nothing can be restored from this record (it is kept as evidence)"
+        conditions = cond.set_condition(
+            BackupStatus.model_validate(status).conditions,
+            type=cond.COMPLETED,
+            status=ConditionStatus.FALSE,
+            reason=reason,
+            message=message,
+            now=now,
+            generation=body["metadata"].get("generation"),
+        )
+        kube.patch_status(
+            "LamassuBackup",
+            namespace,
+            body["metadata"]["name"],
+            {
+                "phase": BackupPhase.LOST.value,
+                "lostAt": iso(now),
+                "conditions": [c.to_api() for c in conditions],
+            },
+        )
+        events.append(Event(ref(body), "Warning", reason, message))
+    return events

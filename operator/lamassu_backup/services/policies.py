@@ -8,6 +8,7 @@ in the policy's status, so a restarted operator neither repeats nor forgets a ti
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ..models.policy import (
     RunRecord,
 )
 from ..models.types import format_duration
-from . import metrics
+from . import metrics, restore_guard, verification
 from . import secrets as secret_refs
 from .common import Event, RunSummary, Settings, iso, parse_time, ref
 from .runs import RunService
@@ -64,6 +65,10 @@ class _Tick:
     patch: dict[str, Any] = field(default_factory=dict)
     result: TickResult = field(default_factory=TickResult)
     wake: list[datetime] = field(default_factory=list)
+    verify_error: str | None = None
+    """Why drills cannot run (a Secret only verification needs is missing), or None."""
+    paused: str | None = None
+    """Why a LamassuRestore pauses this namespace's runs, or None (services/restore_guard)."""
 
     @property
     def namespace(self) -> str:
@@ -125,6 +130,12 @@ def rpo_of(spec: BackupPolicySpec) -> dict[str, timedelta]:
     return out
 
 
+def run_now_name(policy: str, value: str) -> str:
+    """The LamassuBackup a run-now request creates: one name per (policy, annotation value)."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    return layout.bounded_name(policy, f"run-now-{digest}", limit=253)
+
+
 def last_success(runs: Sequence[RunSummary], component: str) -> datetime | None:
     """When ``component`` last completed in any run."""
     times = [
@@ -144,9 +155,10 @@ class PolicyService:
         self.kube = kube
         self.runs = runs
         self.settings = settings
-        # (namespace, policy, generation) -> (checked at, error or None, Secret names referenced)
+        # (namespace, policy, generation) -> (checked at, error of the Secrets backups need,
+        # error of those only verification needs, Secret names referenced)
         self._secrets_checked: dict[
-            tuple[str, str, int], tuple[datetime, str | None, frozenset[str]]
+            tuple[str, str, int], tuple[datetime, str | None, str | None, frozenset[str]]
         ] = {}
         self._lock = threading.Lock()
 
@@ -169,6 +181,12 @@ class PolicyService:
             ],
         )
         ready_error = self._ready(t)
+        # -- LamassuRestore hook: no scheduled run, run-now or drill while a restore holds the
+        # namespace (they resume when it ends, whatever its outcome).
+        t.paused = restore_guard.pause_reason(self.kube, t.namespace)
+        if t.paused:
+            t.wake.append(now + timedelta(seconds=10))
+        # -- end of the LamassuRestore hook
         self._schedule(t, ready_error)
         self._on_demand(t)
         self._freshness(t)
@@ -212,8 +230,14 @@ class PolicyService:
         return result
 
     def _ready(self, t: _Tick) -> str | None:
-        """Ready: valid spec and every referenced Secret present (checked now and then)."""
-        error = self._check_secrets(t.namespace, t.name, t.generation, t.spec, t.now)
+        """Ready: valid spec and every Secret a backup needs present (checked now and then).
+
+        Secrets only verification needs are reported on the Verified condition instead, and
+        only drills wait for them: Ready then says the truth about whether backups run.
+        """
+        error, t.verify_error = self._check_secrets(
+            t.namespace, t.name, t.generation, t.spec, t.now
+        )
         before = cond.get_condition(t.conditions, cond.READY)
         if error:
             reason, _, message = error.partition(": ")
@@ -278,6 +302,14 @@ class PolicyService:
             )
         if decision.fire is None:
             return
+        if t.paused:  # LamassuRestore hook
+            t.record(RunPhase.SKIPPED, decision.fire, f"RestoreInProgress: {t.paused}")
+            t.event(
+                "Normal",
+                "SkippedSchedule",
+                f"the run due at {iso(decision.fire)} was skipped: {t.paused}",
+            )
+            return
         if ready_error:
             t.record(RunPhase.SKIPPED, decision.fire, f"NotReady: {ready_error}")
             t.event(
@@ -322,7 +354,13 @@ class PolicyService:
         wanted = (t.body["metadata"].get("annotations") or {}).get(RUN_NOW_ANNOTATION)
         if not wanted or wanted == t.status.run_now_handled:
             return
-        created = self._create_run(t.body, Trigger.MANUAL, t.now, components=[])
+        if t.paused:  # LamassuRestore hook: kept, and run once the restore has ended
+            return
+        # Named after the request, not the clock: if anything later in this tick fails and
+        # runNowHandled is not recorded, the next tick finds the run exists instead of starting
+        # another one. A request runs exactly once.
+        name = run_now_name(t.name, wanted)
+        created = self._create_run(t.body, Trigger.MANUAL, t.now, components=[], name=name)
         if created:
             t.result.created.append(created)
             t.event("Normal", "RunRequested", f"{RUN_NOW_ANNOTATION}={wanted}: started {created}")
@@ -390,24 +428,20 @@ class PolicyService:
             t.patch["lastVerifiedTime"] = iso(latest)
         v = t.spec.verification
         if v.schedule and v.decryption_key_secret:
-            last = t.status.last_verification_schedule_time
-            decision = schedule.decide(
-                schedule=v.schedule,
-                time_zone=t.spec.time_zone,
-                jitter=timedelta(0),
-                starting_deadline=t.spec.starting_deadline,
-                last_tick=last,
-                created_at=t.created_at,
-                now=t.now,
-                suspended=t.spec.suspend,
-            )
-            if decision.last_tick != (last or t.created_at):
-                t.patch["lastVerificationScheduleTime"] = iso(decision.last_tick)
-            t.wake.append(decision.next_due)
-            if decision.fire is not None:
-                self._start_verification(t, decision.fire)
+            self._drill_schedule(t)
         failed = [r for r in t.runs if r.verification_phase == "Failed"]
-        if not v.schedule and not verified and not failed:
+        if t.verify_error is not None:
+            reason, _, message = t.verify_error.partition(": ")
+            before = cond.get_condition(t.conditions, cond.VERIFIED)
+            t.condition(
+                cond.VERIFIED,
+                ConditionStatus.FALSE,
+                reason,
+                f"test restores cannot run: {message} (backups are not affected)",
+            )
+            if before is None or before.reason != reason:
+                t.event("Warning", reason, message)
+        elif not v.schedule and not verified and not failed:
             t.condition(
                 cond.VERIFIED,
                 ConditionStatus.UNKNOWN,
@@ -436,64 +470,43 @@ class PolicyService:
                 f"no successful test restore within verification.maxAge {format_duration(v.max_age)}",
             )
 
-    def _start_verification(self, t: _Tick, tick: datetime) -> None:
-        """A drill Job for the newest completed set."""
-        candidates = sorted(
-            (r for r in t.runs if r.phase == BackupPhase.COMPLETED.value and r.completed_at),
-            key=lambda r: r.completed_at or t.now,
+    def _drill_schedule(self, t: _Tick) -> None:
+        """Start the drill of a due verification tick, unless its Secrets or a restore stop it."""
+        v = t.spec.verification
+        assert v.schedule is not None
+        last = t.status.last_verification_schedule_time
+        decision = schedule.decide(
+            schedule=v.schedule,
+            time_zone=t.spec.time_zone,
+            jitter=timedelta(0),
+            starting_deadline=t.spec.starting_deadline,
+            last_tick=last,
+            created_at=t.created_at,
+            now=t.now,
+            suspended=t.spec.suspend,
         )
-        if not candidates:
-            t.event("Warning", "VerificationSkipped", "no completed set to test-restore yet")
+        if decision.last_tick != (last or t.created_at):
+            t.patch["lastVerificationScheduleTime"] = iso(decision.last_tick)
+        t.wake.append(decision.next_due)
+        if decision.fire is None or t.paused:  # LamassuRestore hook: no drill during a restore
             return
-        target = candidates[-1]
-        backup = self.kube.get_custom("LamassuBackup", t.namespace, target.name)
-        if backup is None:
+        if t.verify_error is not None:
+            t.event(
+                "Warning",
+                "VerificationSkipped",
+                f"the drill due at {iso(decision.fire)} was skipped: {t.verify_error}",
+            )
             return
-        set_time = (backup.get("status") or {}).get("setTime") or layout.set_time(
-            target.scheduled_time or target.created_at or t.now
-        )
-        components = [
-            c for c, phase in target.components.items() if phase == BackupPhase.COMPLETED.value
-        ]
-        owner = jobs.Owner(
-            backup["apiVersion"], backup["kind"], target.name, backup["metadata"]["uid"]
-        )
-        job = jobs.verify_job(
+        for type_, reason, message in verification.start(
+            self.kube,
             t.spec,
             namespace=t.namespace,
             policy_name=t.name,
-            backup_name=target.name,
-            set_time=set_time,
-            components=components,
-            tick=layout.set_time(tick),
-            owner=owner,
-        )
-        if job is None:
-            return
-        try:
-            self.kube.create_job(job)
-        except LamassuBackupError as exc:
-            t.event(
-                "Warning", "VerificationFailed", f"could not start the drill Job: {exc.message}"
-            )
-            return
-        self.kube.patch_status(
-            "LamassuBackup",
-            t.namespace,
-            target.name,
-            {
-                "verification": {
-                    "phase": "Running",
-                    "jobName": job["metadata"]["name"],
-                    "startedAt": iso(t.now),
-                }
-            },
-        )
-        t.event(
-            "Normal",
-            "VerificationStarted",
-            f"test-restoring {target.name} into scratch targets ({job['metadata']['name']})",
-        )
+            runs=t.runs,
+            tick=decision.fire,
+            now=t.now,
+        ):
+            t.event(type_, reason, message)
 
     def _recent_runs(self, t: _Tick) -> None:
         """Skipped and missed ticks plus the runs themselves, newest first, bounded."""
@@ -527,21 +540,29 @@ class PolicyService:
         generation: int | None,
         spec: BackupPolicySpec,
         now: datetime,
-    ) -> str | None:
+    ) -> tuple[str | None, str | None]:
+        """(what keeps backups from running, what keeps drills from running), checked now and
+        then: a missing Secret that only verification needs must not block backups."""
         key = (namespace, name, generation or 0)
         with self._lock:
             cached = self._secrets_checked.get(key)
         if cached and now - cached[0] < timedelta(seconds=self.settings.secret_check_seconds):
-            return cached[1]
-        refs = secret_refs.references(spec) + secret_refs.verification_references(spec)
+            return cached[1], cached[2]
+        backup_refs = secret_refs.references(spec)
+        verify_refs = secret_refs.verification_references(spec)
+        error, verify_error = None, None
         try:
-            secret_refs.check(self.kube, namespace, refs)
-            error = None
+            secret_refs.check(self.kube, namespace, backup_refs)
         except LamassuBackupError as exc:
             error = f"{exc.reason}: {exc.message}"
+        try:
+            secret_refs.check(self.kube, namespace, verify_refs)
+        except LamassuBackupError as exc:
+            verify_error = f"{exc.reason}: {exc.message}"
+        names = frozenset(r.secret for r in backup_refs + verify_refs)
         with self._lock:
-            self._secrets_checked[key] = (now, error, frozenset(r.secret for r in refs))
-        return error
+            self._secrets_checked[key] = (now, error, verify_error, names)
+        return error, verify_error
 
     def invalidate(self, namespace: str, name: str) -> None:
         """Forget cached Secret checks (a Secret changed, or the policy did)."""
@@ -558,7 +579,7 @@ class PolicyService:
         with self._lock:
             keys = [
                 k
-                for k, (_, _, names) in self._secrets_checked.items()
+                for k, (_, _, _, names) in self._secrets_checked.items()
                 if k[0] == namespace and secret in names
             ]
             for key in keys:
@@ -573,15 +594,16 @@ class PolicyService:
         *,
         components: list[str],
         scheduled: datetime | None = None,
+        name: str | None = None,
     ) -> str | None:
         """A LamassuBackup for the policy; None when one of that name already exists."""
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        backup_name = layout.backup_name(name, layout.set_time(scheduled or now))
-        if trigger != Trigger.SCHEDULED:
+        namespace, policy = body["metadata"]["namespace"], body["metadata"]["name"]
+        backup_name = name or layout.backup_name(policy, layout.set_time(scheduled or now))
+        if name is None and trigger != Trigger.SCHEDULED:
             backup_name = layout.bounded_name(backup_name, trigger.value.lower(), limit=253)
         resource = jobs.backup_resource(
             namespace=namespace,
-            policy_name=name,
+            policy_name=policy,
             name=backup_name,
             trigger=trigger,
             components=components,

@@ -19,7 +19,7 @@ from ..clients.s3 import S3Store
 from ..errors import LamassuBackupError
 from ..models.backup import BackupPhase
 from ..models.policy import BackupPolicySpec
-from . import metrics
+from . import metrics, restore_guard
 from . import secrets as secret_refs
 from .common import Event, RunSummary, iso, ref
 
@@ -74,7 +74,15 @@ def apply(
     ]
     plan = select_expired(infos, spec.retention, now, spec.time_zone)
     report.kept = len(plan.keep)
-    if not plan.delete:
+    # -- LamassuRestore hook: no pass while a restore holds the namespace, and never the set a
+    # restore reads or the safety set it took (services/restore_guard).
+    if plan.delete and restore_guard.pause_reason(kube, namespace):
+        return report
+    protected = restore_guard.protected_sets(kube, namespace) if plan.delete else set()
+    victims = [v for v in plan.delete if v not in protected]
+    report.kept += len(plan.delete) - len(victims)
+    # -- end of the LamassuRestore hook
+    if not victims:
         return report
     try:
         store = secret_refs.operator_store(kube, namespace, spec)
@@ -91,12 +99,14 @@ def apply(
         metrics.RETENTION_ERRORS.labels(namespace, name).inc()
         return report
     by_name = {r.name: r for r in runs}
-    for victim in plan.delete:
+    for victim in victims:
         run = by_name[victim]
         try:
-            if run.location:
+            # A Lost record's folder is gone or holds something this run did not write:
+            # retention removes the record only, never what is there now.
+            if run.location and run.phase != BackupPhase.LOST.value:
                 prefix = (
-                    run.location.split("/", 3)[3]
+                    layout.Location.parse(run.location).prefix
                     if run.location.startswith("s3://")
                     else run.location
                 )

@@ -7,7 +7,6 @@ never stays Running when its Job is gone, failed or past its deadline.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,9 +17,11 @@ from pydantic import ValidationError
 from ..builders import conditions as cond
 from ..builders import jobs, layout, placement
 from ..builders.manifest import parse as parse_manifest
+from ..builders.manifest import status_artifacts
 from ..clients.kube import KubeApi
 from ..errors import LamassuBackupError
 from ..models.backup import (
+    TERMINAL_BACKUP_PHASES,
     BackupPhase,
     BackupSpec,
     BackupStatus,
@@ -31,12 +32,19 @@ from ..models.backup import (
 from ..models.common import ConditionStatus
 from ..models.policy import BackupPolicySpec
 from ..models.runner import RunnerResult
-from . import metrics
+from . import metrics, verification
 from . import secrets as secret_refs
 from .common import Event, Settings, iso, parse_time, ref, set_time_of
+from .job_state import JobState, job_state
+
+__all__ = ["JobState", "RunOutcome", "RunService", "job_state"]
 
 DEFAULT_RUNNER_ACCOUNT = "lamassu-backup-runner"
 _DEADLINE_GRACE = timedelta(minutes=5)
+_FAILED_CREATE_GRACE = timedelta(seconds=20)
+_DISCOVERED_GRACE = timedelta(minutes=2)
+"""How long a Job may go without a Pod before its FailedCreate Events fail the component: the
+Job controller retries a refused Pod, and a refusal that persists this long is not transient."""
 
 
 @dataclass
@@ -49,19 +57,6 @@ class RunOutcome:
     """The run reached a terminal phase in this reconcile."""
 
     succeeded: bool = False
-
-
-@dataclass(frozen=True)
-class JobState:
-    """Where a Job is, and what its runner said."""
-
-    done: bool
-    ok: bool
-    reason: str | None = None
-    message: str | None = None
-    result: RunnerResult | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
 
 
 @dataclass
@@ -90,66 +85,6 @@ class _Run:
         )
 
 
-def job_state(kube: KubeApi, job: dict[str, Any]) -> JobState:
-    """Read a Job's conditions and its newest Pod's termination message."""
-    status = job.get("status") or {}
-    started = parse_time(status.get("startTime"))
-    finished_at = parse_time(status.get("completionTime"))
-    conditions = {
-        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
-    }
-    complete = "Complete" in conditions or "SuccessCriteriaMet" in conditions
-    failed = conditions.get("Failed") or conditions.get("FailureTarget")
-    if not complete and not failed:
-        return JobState(done=False, ok=False, started_at=started)
-    name = job["metadata"]["name"]
-    result, text = _termination(kube, job["metadata"]["namespace"], name)
-    if complete:
-        return JobState(True, True, None, None, result, started, finished_at)
-    assert failed is not None
-    reason = str(failed.get("reason") or "JobFailed")
-    if result is not None and result.error:
-        message = result.error
-    elif text:
-        message = text
-    else:
-        message = str(failed.get("message") or f"Job {name} failed")
-    if reason == "DeadlineExceeded":
-        message = (
-            f"the Job ran past its deadline (spec.runner.activeDeadline) and was stopped. {message}"
-        )
-    return JobState(
-        True,
-        False,
-        result.reason if result and result.reason else reason,
-        message,
-        result,
-        started,
-        finished_at or parse_time(failed.get("lastTransitionTime")),
-    )
-
-
-def _termination(
-    kube: KubeApi, namespace: str, job_name: str
-) -> tuple[RunnerResult | None, str | None]:
-    for pod in kube.job_pods(namespace, job_name):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated")
-            if not terminated:
-                continue
-            message = str(terminated.get("message") or "").strip()
-            if not message:
-                return (
-                    None,
-                    f"the runner exited with code {terminated.get('exitCode')} ({terminated.get('reason')})",
-                )
-            try:
-                return RunnerResult.model_validate_json(message), None
-            except ValidationError:
-                return None, message[-1000:]
-    return None, None
-
-
 class RunService:
     """Reconciles LamassuBackup objects."""
 
@@ -169,13 +104,23 @@ class RunService:
             self._locks.pop((namespace, name), None)
 
     def reconcile(self, body: dict[str, Any], now: datetime) -> RunOutcome:
-        """Move a run forward as far as it can go now; idempotent."""
+        """Move a run forward as far as it can go now, and record it; idempotent.
+
+        The status patch is written before the lock is released: a second reconcile (a Job
+        event racing the create handler) then reads the new state instead of starting the same
+        transition again, so each transition happens, and is announced, once.
+        """
         meta = body["metadata"]
         with self._lock(meta["namespace"], meta["name"]):
             fresh = self.kube.get_custom("LamassuBackup", meta["namespace"], meta["name"])
             if fresh is None:
                 return RunOutcome()
-            return self._reconcile(fresh, now)
+            outcome = self._reconcile(fresh, now)
+            if outcome.patch:
+                self.kube.patch_status(
+                    "LamassuBackup", meta["namespace"], meta["name"], outcome.patch
+                )
+            return outcome
 
     def _reconcile(self, body: dict[str, Any], now: datetime) -> RunOutcome:  # noqa: PLR0911 - one return per refusal reads better than nesting
         status = BackupStatus.model_validate(body.get("status") or {})
@@ -189,19 +134,18 @@ class RunService:
                 reason="InvalidSpec",
                 message=f"invalid spec: {exc.errors()[0]['msg']}",
             )
-        if status.phase in (
-            BackupPhase.COMPLETED,
-            BackupPhase.PARTIALLY_FAILED,
-            BackupPhase.FAILED,
-        ):
+        if status.phase in TERMINAL_BACKUP_PHASES:
             if (
                 status.verification is not None
                 and status.verification.phase == VerificationPhase.RUNNING
             ):
-                return self._track_verification(body, spec, status, now)
+                outcome = verification.track(self.kube, body, spec, status, now)
+                return RunOutcome(
+                    outcome.patch, outcome.events, outcome.finished, outcome.succeeded
+                )
             return RunOutcome()
         if spec.trigger == Trigger.DISCOVERED:
-            return RunOutcome()
+            return self._discovered_without_set(body, status, now)
         policy_body = self.kube.get_custom(
             "LamassuBackupPolicy", body["metadata"]["namespace"], spec.policy_ref.name
         )
@@ -230,6 +174,26 @@ class RunService:
             )
         run = _Run(body, spec, status, policy, components, now)
         return self._start(run) if status.phase == BackupPhase.PENDING else self._track(run)
+
+    def _discovered_without_set(
+        self, body: dict[str, Any], status: BackupStatus, now: datetime
+    ) -> RunOutcome:
+        """Discovery writes a record's status right after creating it; one that never got it
+        was made by hand (or discovery failed): say so instead of ignoring it forever."""
+        created = parse_time(body["metadata"].get("creationTimestamp")) or now
+        if status.phase != BackupPhase.PENDING or now - created < _DISCOVERED_GRACE:
+            return RunOutcome()
+        return self._fail(
+            body,
+            status,
+            now,
+            reason="InvalidTrigger",
+            message=(
+                "spec.trigger Discovered is set by the operator for sets it finds in the bucket, "
+                "and no set was recorded for this backup: delete it, and use trigger Manual for "
+                "a backup now"
+            ),
+        )
 
     def _policy_missing(
         self, body: dict[str, Any], spec: BackupSpec, status: BackupStatus, now: datetime
@@ -328,7 +292,7 @@ class RunService:
             now=run.now,
             generation=run.body["metadata"].get("generation"),
         )
-        location = f"s3://{run.policy.destination.s3.bucket}/{prefix}"
+        location = layout.Location(run.policy.destination.s3.bucket, prefix).url
         patch = {
             "phase": BackupPhase.RUNNING.value,
             "startedAt": iso(run.now),
@@ -431,6 +395,17 @@ class RunService:
             )
         state = job_state(self.kube, job)
         if not state.done:
+            refused = self._pods_refused(run, job)
+            if refused is not None:
+                self.kube.delete_job(run.namespace, job_name)
+                return current.model_copy(
+                    update={
+                        "phase": BackupPhase.FAILED,
+                        "reason": "FailedCreate",
+                        "message": f"the Job {job_name} cannot create its Pod: {refused}",
+                        "completed_at": run.now,
+                    }
+                )
             begun = state.started_at or run.status.started_at
             if begun is not None and run.now - begun > deadline:
                 self.kube.delete_job(run.namespace, job_name)
@@ -461,6 +436,28 @@ class RunService:
                 "completed_at": state.completed_at or run.now,
             }
         )
+
+    def _pods_refused(self, run: _Run, job: dict[str, Any]) -> str | None:
+        """Why a Job has made no Pod for a while (a missing ServiceAccount or PriorityClass,
+        Pod Security admission, a quota): the Job controller says so only in Events, and the Job
+        would otherwise wait out its whole deadline looking Running."""
+        status = job.get("status") or {}
+        if status.get("active") or status.get("succeeded") or status.get("failed"):
+            return None
+        created = parse_time(job["metadata"].get("creationTimestamp"))
+        if created is None or run.now - created < _FAILED_CREATE_GRACE:
+            return None
+        name = job["metadata"]["name"]
+        if self.kube.job_pods(run.namespace, name):
+            return None
+        refusals = [
+            e
+            for e in self.kube.warning_events(run.namespace, "Job", name)
+            if e.get("reason") == "FailedCreate"
+        ]
+        if not refusals:
+            return None
+        return str(refusals[-1].get("message") or "refused by the apiserver")[:600]
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -498,7 +495,18 @@ class RunService:
             return RunOutcome(patch=patch or None, events=events)
         state = job_state(self.kube, job)
         if not state.done:
-            return RunOutcome(patch=patch or None, events=events)
+            refused = self._pods_refused(run, job)
+            if refused is None:
+                return RunOutcome(patch=patch or None, events=events)
+            self.kube.delete_job(run.namespace, commit_name)
+            return self._fail(
+                run.body,
+                run.status,
+                run.now,
+                reason="FailedCreate",
+                message=f"the set was not committed: the Job {commit_name} cannot create its Pod: {refused}",
+                extra=patch,
+            )
         if not state.ok or state.result is None or not state.result.manifest_key:
             message = state.message or "the commit Job left no result"
             return self._fail(
@@ -520,13 +528,7 @@ class RunService:
         prefix = manifest_key.removesuffix(layout.MANIFEST)
         if manifest.signed_by:
             manifest_ref["signatureKey"] = prefix + layout.SIGNATURE
-        artifacts = []
-        for artifact in manifest.artifacts:
-            item = artifact.model_dump(mode="json", by_alias=True, exclude_none=True)
-            item["key"] = prefix + artifact.key
-            item.pop("sidecarKey", None)
-            artifacts.append(item)
-        return artifacts
+        return status_artifacts(manifest, prefix)
 
     def _finish(
         self,
@@ -673,88 +675,8 @@ class RunService:
         meta = body["metadata"]
         with self._lock(meta["namespace"], meta["name"]):
             for job in self.kube.list_jobs(
-                meta["namespace"], f"{jobs.LABEL_BACKUP}={meta['name']}"
+                meta["namespace"], f"{jobs.LABEL_BACKUP}={layout.label_value(meta['name'])}"
             ):
                 self.kube.delete_job(meta["namespace"], job["metadata"]["name"])
             status = BackupStatus.model_validate(body.get("status") or {})
             return self._fail(body, status, now, reason=reason, message=message)
-
-    # -- verification ------------------------------------------------------------------------
-
-    def _track_verification(
-        self, body: dict[str, Any], spec: BackupSpec, status: BackupStatus, now: datetime
-    ) -> RunOutcome:
-        assert status.verification is not None
-        verification = status.verification
-        namespace = body["metadata"]["namespace"]
-        job_name = verification.job_name or ""
-        job = self.kube.get_job(namespace, job_name)
-        policy_name = spec.policy_ref.name
-        update: dict[str, Any]
-        if job is None:
-            update = {
-                "phase": VerificationPhase.FAILED.value,
-                "message": f"the verification Job {job_name} was deleted before it finished",
-            }
-        else:
-            state = job_state(self.kube, job)
-            if not state.done:
-                return RunOutcome()
-            evidence = state.result.evidence if state.result else {}
-            if state.ok and state.result is not None and state.result.ok:
-                update = {
-                    "phase": VerificationPhase.VERIFIED.value,
-                    "verifiedAt": iso(now),
-                    "message": _evidence_summary(evidence),
-                    "evidence": evidence,
-                }
-            else:
-                update = {
-                    "phase": VerificationPhase.FAILED.value,
-                    "message": state.message
-                    or (state.result.error if state.result else None)
-                    or "the drill failed",
-                    "evidence": evidence,
-                }
-        merged = {**verification.to_api(), **update}
-        verified = merged["phase"] == VerificationPhase.VERIFIED.value
-        metrics.VERIFICATIONS.labels(namespace, policy_name, merged["phase"]).inc()
-        if verified:
-            metrics.LAST_VERIFIED.labels(namespace, policy_name).set(now.timestamp())
-        conditions = cond.set_condition(
-            status.conditions,
-            type=cond.VERIFIED,
-            status=ConditionStatus.TRUE if verified else ConditionStatus.FALSE,
-            reason="DrillSucceeded" if verified else "DrillFailed",
-            message=str(merged.get("message") or ""),
-            now=now,
-            generation=body["metadata"].get("generation"),
-        )
-        event = Event(
-            ref(body),
-            "Normal" if verified else "Warning",
-            "Verified" if verified else "VerificationFailed",
-            str(merged.get("message")),
-        )
-        return RunOutcome(
-            patch={"verification": merged, "conditions": [c.to_api() for c in conditions]},
-            events=[event],
-            finished=True,
-            succeeded=verified,
-        )
-
-
-def _evidence_summary(evidence: dict[str, Any]) -> str:
-    """One line from a drill's evidence, for the Verified condition and Event."""
-    parts = []
-    rto = evidence.get("recoveryTimeSeconds") or evidence.get("seconds")
-    if rto is not None:
-        parts.append(f"restored in {float(rto):.1f}s")
-    dbs = evidence.get("databases")
-    if isinstance(dbs, dict):
-        parts.append(f"{len(dbs)} database(s) verified")
-    keys = evidence.get("keyConsistency")
-    if isinstance(keys, dict):
-        missing = keys.get("missing") or []
-        parts.append("key consistency OK" if not missing else f"{len(missing)} key(s) missing")
-    return "; ".join(parts) or json.dumps(evidence)[:200] or "drill succeeded"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from ..builders import jobs
 from ..clients.kube import KubeApi
 from ..clients.s3 import S3Connection, S3Store
 from ..errors import ConfigurationError
@@ -138,27 +139,34 @@ def operator_store(kube: KubeApi, namespace: str, spec: BackupPolicySpec) -> S3S
                 f"Secret {namespace}/{ref.name} (spec.destination.s3.credentialsSecret) does not exist",
                 reason="SecretNotFound",
             )
-        creds["access_key_id"] = data.get(ref.access_key_id_key, b"").decode().strip() or None
-        creds["secret_access_key"] = (
-            data.get(ref.secret_access_key_key, b"").decode().strip() or None
-        )
+        field = "spec.destination.s3.credentialsSecret"
+        for key, name in (
+            (ref.access_key_id_key, "accessKeyIdKey"),
+            (ref.secret_access_key_key, "secretAccessKeyKey"),
+        ):
+            # Half a key pair would make the S3 client look for credentials elsewhere and
+            # fail far from the cause; say which key is missing instead.
+            if not data.get(key, b"").strip():
+                have = ", ".join(sorted(data)) or "no keys"
+                raise ConfigurationError(
+                    f"Secret {namespace}/{ref.name} has no (or an empty) key {key!r} "
+                    f"(referenced by {field}.{name}; it has {have})",
+                    reason="SecretKeyNotFound",
+                )
+        creds["access_key_id"] = data[ref.access_key_id_key].decode().strip()
+        creds["secret_access_key"] = data[ref.secret_access_key_key].decode().strip()
         if ref.session_token_key:
             creds["session_token"] = data.get(ref.session_token_key, b"").decode().strip() or None
     ca_file = None
     if s3.ca_secret is not None:
         ca_file = _ca_file(kube, namespace, s3.ca_secret)
     return _cached_store(
-        S3Connection(
-            bucket=s3.bucket,
-            region=s3.region,
-            endpoint=s3.endpoint,
-            force_path_style=s3.force_path_style,
-            ca_file=ca_file,
-            sse=s3.server_side_encryption.type,
-            kms_key_id=s3.server_side_encryption.kms_key_id,
+        S3Connection.of(
+            jobs.destination(spec),
             access_key_id=creds["access_key_id"],
             secret_access_key=creds["secret_access_key"],
             session_token=creds["session_token"],
+            ca_file=ca_file,
         )
     )
 

@@ -1,0 +1,152 @@
+"""RBAC refusals: the chart's operator account can do its job and nothing more, and the runner's
+account can read only what its component needs. Each request below goes to the real apiserver
+(RBAC on) with that account's own token, and is refused by it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lamassu_platform.operator_proc import chart_rbac_kubeconfig
+from lamassu_platform.stack import Platform, api_client
+
+from .conftest import Cluster
+
+pytestmark = [pytest.mark.platform, pytest.mark.e2e]
+
+RUNNER_ACCOUNT = "lamassu-backup-runner"
+
+
+def refused(call: Callable[[], Any]) -> int:
+    """The HTTP status of a request that must be refused (403 from RBAC, or the escalation check)."""
+    try:
+        call()
+    except ApiException as exc:
+        return int(exc.status)
+    raise AssertionError("the request was allowed")
+
+
+def token_client(platform: Platform, namespace: str, account: str, out: Path) -> client.ApiClient:
+    assert platform.control_plane is not None
+    token = (
+        client.CoreV1Api(platform.api())
+        .create_namespaced_service_account_token(
+            account, namespace, {"spec": {"expirationSeconds": 3600}}
+        )
+        .status.token
+    )
+    out.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": platform.control_plane.server,
+                            "certificate-authority": str(platform.control_plane.ca_file),
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "local", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return api_client(out)
+
+
+def test_the_operator_account_is_refused_outside_its_role(
+    cluster: Cluster, platform: Platform, tmp_path: Path
+) -> None:
+    ns = cluster.namespace()
+    api = api_client(chart_rbac_kubeconfig(platform, tmp_path / "operator.kubeconfig"))
+    core, rbac, apps = (
+        client.CoreV1Api(api),
+        client.RbacAuthorizationV1Api(api),
+        client.AppsV1Api(api),
+    )
+    pod = {
+        "metadata": {"name": "sneaky"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    assert refused(lambda: core.create_namespaced_pod(ns, pod)) == 403
+    assert refused(lambda: core.delete_namespaced_secret("backup-s3", ns)) == 403
+    assert (
+        refused(lambda: core.patch_namespaced_secret("backup-s3", ns, {"data": {"x": "eA=="}}))
+        == 403
+    )
+    assert refused(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "x"}})) == 403
+    assert refused(lambda: core.delete_namespace(ns)) == 403
+    assert (
+        refused(
+            lambda: apps.create_namespaced_deployment(
+                ns,
+                {
+                    "metadata": {"name": "d"},
+                    "spec": {
+                        "selector": {"matchLabels": {"a": "b"}},
+                        "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod["spec"]},
+                    },
+                },
+            )
+        )
+        == 403
+    )
+    # No way to grant itself more: binding cluster-admin, or a Role with rights it lacks.
+    binding = {
+        "metadata": {"name": f"escalate-{uuid.uuid4().hex[:6]}"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "cluster-admin",
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": "lamassu-backup-operator",
+                "namespace": "lamassu-backup",
+            }
+        ],
+    }
+    assert refused(lambda: rbac.create_cluster_role_binding(binding)) == 403
+    role = {
+        "metadata": {"name": "too-much"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete"]}],
+    }
+    assert refused(lambda: rbac.create_namespaced_role(ns, role)) == 403
+    # What it does need still works under the same token (the refusals are not a broken token).
+    assert core.read_namespaced_secret("backup-s3", ns).metadata.name == "backup-s3"
+
+
+def test_the_runner_account_reads_only_its_namespace(
+    cluster: Cluster, platform: Platform, tmp_path: Path
+) -> None:
+    from lamassu_backup.clients.kube import KubeApi
+
+    ns, other = cluster.namespace(), cluster.namespace()
+    KubeApi(platform.api()).ensure_runner_account(ns, RUNNER_ACCOUNT)
+    api = token_client(platform, ns, RUNNER_ACCOUNT, tmp_path / "runner.kubeconfig")
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    # What the config component needs: ConfigMaps and Secrets of its own namespace, read only.
+    assert core.list_namespaced_config_map(ns).items
+    assert core.read_namespaced_secret("backup-s3", ns)
+    assert refused(lambda: core.read_namespaced_secret("backup-s3", other)) == 403
+    assert refused(core.list_secret_for_all_namespaces) == 403
+    assert refused(lambda: core.patch_namespaced_secret("backup-s3", ns, {"data": {}})) == 403
+    assert refused(lambda: core.delete_namespaced_config_map("ca-config", ns)) == 403
+    assert (
+        refused(lambda: batch.create_namespaced_job(ns, {"metadata": {"name": "j"}, "spec": {}}))
+        == 403
+    )
+    assert refused(lambda: core.list_namespaced_pod(ns)) == 403
