@@ -1025,3 +1025,37 @@ def test_a_failure_after_the_swap_swaps_the_databases_back(
     assert databases_like(pg, db) == [db]
     core.delete_namespace(namespace)
     api.close()
+
+
+def test_a_restore_through_a_script_matches_a_direct_one(
+    runner_config: ConfigFactory,
+    restore_config: RestoreFactory,
+    pg: PostgresServer,
+    dataset: datagen.Dataset,
+    tmp_path: Path,
+) -> None:
+    """The path a newer pg_restore than the server takes (the runner image's pg_restore 17 into
+    PostgreSQL 15 or 16): pg_restore renders SQL, psql runs it. Forced here on a server whose
+    client has the same major, it must restore every table exactly as the direct path does."""
+    dbs = ["ca", "kms"]
+    before = checksums(pg, dbs)
+    cfg = runner_config(components=["postgres"])
+    backup(cfg, tmp_path)
+    try:
+        pg.psql("DELETE FROM certificates WHERE NOT is_ca;", "ca")
+        pg.psql("DELETE FROM kms_keys WHERE NOT has_private_key;", "kms")
+        assert checksums(pg, dbs) != before
+        rcfg = restore_config(cfg, components=["postgres"], databases=dbs, keyConsistency=False)
+        code, result, stderr = run_restore(
+            rcfg, tmp=tmp_path, env={"LAMASSU_RESTORE_VIA_SCRIPT": "1"}
+        )
+        assert code == 0, (result.get("error"), stderr)
+        assert checksums(pg, dbs) == before
+        suffix = result["evidence"]["swapSuffix"]
+        code, result, stderr = run_restore(rcfg, tmp=tmp_path, step="finalize", swap_suffix=suffix)
+        assert code == 0, (result, stderr)
+    except BaseException:
+        for db in databases_like(pg, "__"):
+            pg.drop_database(db)
+        datagen.generate(pg, DATA_MIB, seed=SEED)
+        raise

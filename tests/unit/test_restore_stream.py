@@ -71,3 +71,21 @@ def test_pg_restore_errors_name_the_target_and_the_fix() -> None:
     assert "create them first" in err.message
     assert "killed by signal 9" in describe(-9, "").message
     assert exit_text(3) == "exit 3"
+
+
+def test_a_newer_pg_restore_s_settings_are_dropped_for_an_older_server() -> None:
+    """pg_restore 17's script header sets transaction_timeout, which PostgreSQL 16 refuses."""
+    from lamassu_backup.runner.restore_stream import drop_unknown_settings
+
+    header = (
+        b"SET statement_timeout = 0;\nSET lock_timeout = 0;\n"
+        b"SET idle_in_transaction_session_timeout = 0;\nSET transaction_timeout = 0;\n"
+        b"SET client_encoding = 'UTF8';\nCREATE TABLE t (transaction_timeout int);\n"
+    )
+    for older in (15, 16):
+        out = drop_unknown_settings(header, older)
+        assert b"SET transaction_timeout" not in out
+        assert out.count(b"\n") == header.count(b"\n") - 1
+        assert b"CREATE TABLE t (transaction_timeout int);" in out
+        assert b"SET lock_timeout = 0;" in out
+    assert drop_unknown_settings(header, 17) == header

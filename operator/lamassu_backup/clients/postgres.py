@@ -346,6 +346,16 @@ def ident(name: str) -> str:
     return _ident(name)
 
 
+def script_command(pg_restore: str) -> list[str]:
+    """pg_restore argv rendering the dump read from stdin as a SQL script on stdout."""
+    return [pg_restore, "--file", "-"]
+
+
+def psql_script_command(database: str) -> list[str]:
+    """psql argv running a script from stdin into ``database``, stopping at the first error."""
+    return [_psql(), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-d", database]
+
+
 def restore_command(
     pg_restore: str, database: str, *, jobs: int = 1, path: str | None = None
 ) -> list[str]:

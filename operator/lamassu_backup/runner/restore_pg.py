@@ -19,6 +19,7 @@ Object-level ownership and grants come with pg_restore (no ``--no-owner``, see
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -34,7 +35,14 @@ from ..clients.gpg import Keyring
 from ..clients.s3 import S3Store
 from ..errors import ConfigurationError, DatabaseError, IntegrityError, LamassuBackupError
 from ..models.runner import ArtifactRecord
-from .restore_stream import FileSink, HeadTap, ProcessSink, pg_restore_error, stream_artifact
+from .restore_stream import (
+    FileSink,
+    HeadTap,
+    ProcessSink,
+    ScriptSink,
+    pg_restore_error,
+    stream_artifact,
+)
 
 MAX_IDENT = 63
 RESTORING = "__restoring"
@@ -188,6 +196,14 @@ class PostgresRestore:
         self.copy_props = copy_props
         self.version = pg.server_version_num(conn)
         self.pg_restore = pg.pick_tool("pg_restore", self.version // 10000)
+        # A newer pg_restore than the server restores through a script (see ScriptSink):
+        # one client dumps every server, and restores into every one too.
+        client = pg.tool_major(self.pg_restore)
+        self.script_mode = (client is not None and client > self.version // 10000) or (
+            os.environ.get("LAMASSU_RESTORE_VIA_SCRIPT") == "1"  # forces it (tests, debugging)
+        )
+        if self.script_mode:
+            self.jobs = 1  # a script runs in one psql session; parallel pg_restore needs -d
         self.created: list[str] = []
         self.targets: list[PgTarget] = []
         # One admin session for every CREATE/DROP: a psql process per statement costs more than
@@ -325,12 +341,23 @@ class PostgresRestore:
             # The dump's table of contents is kept only when it is needed: for the
             # database-level properties of a database the server does not have.
             head = HeadTap(0 if target.exists else HeadTap().limit)
-            sink = ProcessSink(
-                pg.restore_command(self.pg_restore, target.scratch),
-                env=self.conn.env(target.scratch),
-                label=f"pg_restore into {target.scratch}",
-                describe_error=pg_restore_error(f"{target.scratch} (from {artifact.key})"),
-            )
+            sink: ProcessSink | ScriptSink
+            if self.script_mode:
+                sink = ScriptSink(
+                    pg.script_command(self.pg_restore),
+                    pg.psql_script_command(target.scratch),
+                    env=self.conn.env(target.scratch),
+                    server_major=self.version // 10000,
+                    label=f"pg_restore script into {target.scratch}",
+                    describe_error=pg_restore_error(f"{target.scratch} (from {artifact.key})"),
+                )
+            else:
+                sink = ProcessSink(
+                    pg.restore_command(self.pg_restore, target.scratch),
+                    env=self.conn.env(target.scratch),
+                    label=f"pg_restore into {target.scratch}",
+                    describe_error=pg_restore_error(f"{target.scratch} (from {artifact.key})"),
+                )
             stats = stream_artifact(
                 self.store,
                 key,
