@@ -41,8 +41,20 @@ if [[ -f "${archive}" ]]; then
 else
     archive=""
     # The tag's commit is the key when building from a clone: ask without cloning.
-    commit="$(git ls-remote "${repo_url}" "refs/tags/${tag}^{}" "refs/tags/${tag}" | awk 'NR==1 {print $1}' || true)"
-    [[ -n "${commit}" ]] || { echo "build-lamassu: cannot resolve ${tag} at ${repo_url}" >&2; exit 1; }
+    commit="$(git ls-remote "${repo_url}" "refs/tags/${tag}^{}" "refs/tags/${tag}" 2>/dev/null | awk 'NR==1 {print $1}' || true)"
+    if [[ -z "${commit}" ]]; then
+        # No archive beside this checkout and no network (a clone under /tmp on a machine that
+        # has built Lamassu before): a complete build of the same version in the cache will do.
+        cached="$(ls -dt "${cache}/lamassu-${version}-"*/ 2>/dev/null | while read -r d; do
+            [[ -f "${d}.complete" ]] && { echo "${d%/}"; break; }; done || true)"
+        if [[ -n "${cached}" ]]; then
+            echo "build-lamassu: no source reachable; using the cached build ${cached}" >&2
+            echo "${cached}"
+            exit 0
+        fi
+        echo "build-lamassu: cannot resolve ${tag} at ${repo_url}, and no ${archive:-archive} or cached build" >&2
+        exit 1
+    fi
     key="${commit:0:12}"
 fi
 bin_dir="${cache}/lamassu-${version}-${key}"

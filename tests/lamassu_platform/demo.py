@@ -180,6 +180,8 @@ def main() -> int:
         print(f"\nobjects in {location}")
         for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
             print(f"  {item['Size']:>12}  {item['Key'][len(prefix) :]}")
+    if env.get("LAMASSU_CA_URL"):
+        print(lamassu_summary(env["LAMASSU_CA_URL"], env["LAMASSU_KMS_URL"]))
     phase = status.get("phase")
     print(
         f"\nbackup {name}: {phase}. Try: . {state}/env; kubectl describe lamassubackup {name} -n {namespace}"
@@ -188,6 +190,20 @@ def main() -> int:
         print(why_not_completed(api, status, operator_log(state)))
     print("Stop everything with: make platform-down")
     return 0 if phase == "Completed" else 1
+
+
+def lamassu_summary(ca_url: str, kms_url: str) -> str:
+    """What the protected Lamassu holds, in its own API's words (not the backup's)."""
+    from .lamassu import LamassuClient
+
+    try:
+        cas, certificates = LamassuClient(ca_url, kms_url).stats()
+    except Exception as exc:  # noqa: BLE001 - the demo says why, it does not hide the backup's result
+        return f"\nLamassu IoT v3.8.0 at {ca_url}: its API did not answer ({type(exc).__name__})"
+    return (
+        f"\nLamassu IoT v3.8.0 (the real ca and kms services) at {ca_url}: "
+        f"{cas} CAs, {certificates} certificates, as its API (/v1/stats) reports them"
+    )
 
 
 def why_not_completed(api: client.ApiClient, status: dict[str, Any], log: Path) -> str:
