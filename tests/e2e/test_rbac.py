@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lamassu_platform.operator_proc import chart_rbac_kubeconfig
+from lamassu_platform.operator_proc import account_kubeconfig, chart_rbac_kubeconfig
 from lamassu_platform.stack import Platform, api_client
 
 from .conftest import Cluster
@@ -32,38 +31,6 @@ def refused(call: Callable[[], Any]) -> int:
     except ApiException as exc:
         return int(exc.status)
     raise AssertionError("the request was allowed")
-
-
-def token_client(platform: Platform, namespace: str, account: str, out: Path) -> client.ApiClient:
-    assert platform.control_plane is not None
-    token = (
-        client.CoreV1Api(platform.api())
-        .create_namespaced_service_account_token(
-            account, namespace, {"spec": {"expirationSeconds": 3600}}
-        )
-        .status.token
-    )
-    out.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": platform.control_plane.server,
-                            "certificate-authority": str(platform.control_plane.ca_file),
-                        },
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "local", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return api_client(out)
 
 
 def test_the_operator_account_is_refused_outside_its_role(
@@ -136,7 +103,9 @@ def test_the_runner_account_reads_only_its_namespace(
 
     ns, other = cluster.namespace(), cluster.namespace()
     KubeApi(platform.api()).ensure_runner_account(ns, RUNNER_ACCOUNT)
-    api = token_client(platform, ns, RUNNER_ACCOUNT, tmp_path / "runner.kubeconfig")
+    api = api_client(
+        account_kubeconfig(platform, ns, RUNNER_ACCOUNT, tmp_path / "runner.kubeconfig")
+    )
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
     # What the config component needs: ConfigMaps and Secrets of its own namespace, read only.
     assert core.list_namespaced_config_map(ns).items

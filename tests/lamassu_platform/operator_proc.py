@@ -147,9 +147,22 @@ def chart_rbac_kubeconfig(platform: Platform, out: Path) -> Path:
             except utils.FailToCreateError as exc:
                 if not all(getattr(e, "status", None) == 409 for e in exc.api_exceptions):
                     raise
-    token = core.create_namespaced_service_account_token(
-        OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, {"spec": {"expirationSeconds": 86400}}
-    ).status.token
+    return account_kubeconfig(platform, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, out, seconds=86400)
+
+
+def account_kubeconfig(
+    platform: Platform, namespace: str, account: str, out: Path, *, seconds: int = 3600
+) -> Path:
+    """A kubeconfig holding a fresh token of a ServiceAccount: requests made with it get exactly
+    that account's permissions from the real apiserver (RBAC on)."""
+    assert platform.control_plane is not None
+    token = (
+        client.CoreV1Api(platform.api())
+        .create_namespaced_service_account_token(
+            account, namespace, {"spec": {"expirationSeconds": seconds}}
+        )
+        .status.token
+    )
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -162,9 +175,9 @@ def chart_rbac_kubeconfig(platform: Platform, out: Path) -> Path:
                 },
             }
         ],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
-        "current-context": "operator",
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
+        "current-context": account,
     }
     out.write_text(yaml.safe_dump(kubeconfig))
     out.chmod(0o600)

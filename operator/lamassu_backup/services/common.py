@@ -60,6 +60,29 @@ class Event:
     message: str
 
 
+class OnObject:
+    """Name, namespace and generation of the object a service is working on, read from its
+    body in one place (each service's working state derives from this)."""
+
+    body: dict[str, Any]
+
+    @property
+    def namespace(self) -> str:
+        """The object's namespace."""
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        """The object's name."""
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def generation(self) -> int | None:
+        """The spec generation, for observedGeneration on conditions."""
+        value = self.body["metadata"].get("generation")
+        return int(value) if value is not None else None
+
+
 def ref(body: dict[str, Any]) -> dict[str, Any]:
     """The part of an object an Event needs."""
     meta = body.get("metadata", {})

@@ -34,7 +34,7 @@ from ..models.policy import (
 from ..models.types import format_duration
 from . import metrics, restore_guard, verification
 from . import secrets as secret_refs
-from .common import Event, RunSummary, Settings, iso, parse_time, ref
+from .common import Event, OnObject, RunSummary, Settings, iso, parse_time, ref
 from .runs import RunService
 
 RUN_NOW_ANNOTATION = "backup.lamassu.io/run-now"
@@ -52,7 +52,7 @@ class TickResult:
 
 
 @dataclass
-class _Tick:
+class _Tick(OnObject):
     """The working state of one tick: inputs, and the status being built."""
 
     body: dict[str, Any]
@@ -69,19 +69,6 @@ class _Tick:
     """Why drills cannot run (a Secret only verification needs is missing), or None."""
     paused: str | None = None
     """Why a LamassuRestore pauses this namespace's runs, or None (services/restore_guard)."""
-
-    @property
-    def namespace(self) -> str:
-        return str(self.body["metadata"]["namespace"])
-
-    @property
-    def name(self) -> str:
-        return str(self.body["metadata"]["name"])
-
-    @property
-    def generation(self) -> int | None:
-        value = self.body["metadata"].get("generation")
-        return int(value) if value is not None else None
 
     @property
     def created_at(self) -> datetime:

@@ -44,7 +44,7 @@ from ..models.restore import (
     parse_point_in_time,
 )
 from ..models.restore import Step as StepRecord
-from .common import Event, Settings, iso, parse_time, ref
+from .common import Event, OnObject, Settings, iso, parse_time, ref
 from .job_state import JobState, job_state
 
 PROGRESSING = "Progressing"
@@ -81,25 +81,12 @@ class RestoreOutcome:
 
 
 @dataclass
-class _Ctx:
+class _Ctx(OnObject):
     body: dict[str, Any]
     spec: RestoreSpec
     status: RestoreStatus
     now: datetime
     events: list[Event] = field(default_factory=list)
-
-    @property
-    def namespace(self) -> str:
-        return str(self.body["metadata"]["namespace"])
-
-    @property
-    def name(self) -> str:
-        return str(self.body["metadata"]["name"])
-
-    @property
-    def generation(self) -> int | None:
-        value = self.body["metadata"].get("generation")
-        return int(value) if value is not None else None
 
     def owner(self) -> jobs.Owner:
         return jobs.Owner(

@@ -34,7 +34,7 @@ from ..models.policy import BackupPolicySpec
 from ..models.runner import RunnerResult
 from . import metrics, verification
 from . import secrets as secret_refs
-from .common import Event, Settings, iso, parse_time, ref, set_time_of
+from .common import Event, OnObject, Settings, iso, parse_time, ref, set_time_of
 from .job_state import JobState, job_state
 
 __all__ = ["JobState", "RunOutcome", "RunService", "job_state"]
@@ -60,7 +60,7 @@ class RunOutcome:
 
 
 @dataclass
-class _Run:
+class _Run(OnObject):
     """One reconcile's inputs: the run, its policy, and what it backs up."""
 
     body: dict[str, Any]
@@ -69,14 +69,6 @@ class _Run:
     policy: BackupPolicySpec
     components: list[str]
     now: datetime
-
-    @property
-    def namespace(self) -> str:
-        return str(self.body["metadata"]["namespace"])
-
-    @property
-    def name(self) -> str:
-        return str(self.body["metadata"]["name"])
 
     def owner(self) -> jobs.Owner:
         """The run as owner of its Jobs."""
