@@ -35,7 +35,7 @@ GROUP, VERSION = "backup.lamassu.io", "v1alpha1"
 def _env(state: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in (state / "env").read_text().splitlines():
-        if line.startswith("export "):
+        if line.startswith("export ") and not line.startswith("export PATH="):
             key, _, value = line[len("export ") :].partition("=")
             out[key] = value.strip("'")
     return out

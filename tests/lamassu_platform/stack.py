@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -254,6 +255,8 @@ class Platform:
         (out / "kubeconfig").write_bytes(self.control_plane.kubeconfig.read_bytes())
         (out / "kubeconfig").chmod(0o600)
         lines = [f"export {k}={shlex.quote(v)}" for k, v in self.env(out / "kubeconfig").items()]
+        # The project's commands (kubectl lamassu, lamassu-backup) on the shell's PATH too.
+        lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
         (out / "env").write_text("# Source me: . .platform/env\n" + "\n".join(lines) + "\n")
         (out / "env").chmod(0o600)
         (out / "policy.yaml").write_text(yaml.safe_dump(self.sample_policy(), sort_keys=False))
