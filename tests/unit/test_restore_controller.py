@@ -343,3 +343,32 @@ def test_health_check_urls_lose_their_credentials() -> None:
 
     assert _redact_url("https://user:pw@ca.lamassu.svc/health") == "https://ca.lamassu.svc/health"
     assert _redact_url("http://ca:8085/health") == "http://ca:8085/health"
+
+
+def test_latest_never_picks_a_config_only_set_for_a_full_restore() -> None:
+    """A ConfigMap change makes a config-only set a minute after the hourly full backup: a
+    restore of "latest" must still get the databases (the kubectl plugin chooses the same)."""
+    from datetime import UTC, datetime
+
+    from lamassu_backup.builders.restore_plan import Candidate, choose_backup
+
+    full = Candidate(
+        "full",
+        "Completed",
+        datetime(2026, 12, 1, 10, tzinfo=UTC),
+        "s3://b/f/",
+        frozenset({"postgres", "vault", "config"}),
+    )
+    config_only = Candidate(
+        "config-only",
+        "Completed",
+        datetime(2026, 12, 1, 10, 1, tzinfo=UTC),
+        "s3://b/c/",
+        frozenset({"config"}),
+        subset=True,
+    )
+    assert choose_backup([full, config_only], None) == "full"
+    assert choose_backup([full, config_only], None, ["config"]) == "config-only"
+    assert choose_backup([full, config_only], None, ["postgres"]) == "full"
+    assert choose_backup([config_only], None) is None
+    assert choose_backup([full, config_only], datetime(2026, 12, 1, 9, tzinfo=UTC)) is None

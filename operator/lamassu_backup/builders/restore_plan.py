@@ -101,10 +101,24 @@ class Candidate:
     phase: str
     set_time: datetime | None
     location: str | None
+    components: frozenset[str] = frozenset()
+    """The components that completed in the set."""
+    subset: bool = False
+    """The run was asked for some components only (a config backup after a change, say)."""
 
 
-def choose_backup(candidates: Iterable[Candidate], point_in_time: datetime | None) -> str | None:
-    """The newest usable set taken at or before ``point_in_time`` (None: the newest of all)."""
+def choose_backup(
+    candidates: Iterable[Candidate],
+    point_in_time: datetime | None,
+    need: Iterable[str] = (),
+) -> str | None:
+    """The newest usable set taken at or before ``point_in_time`` (None: the newest of all).
+
+    It must hold every ``need``-ed component complete; with none named, only a run of every
+    component counts, so the config-only set a ConfigMap change made a minute ago never stands
+    in for the databases of the last full backup.
+    """
+    wanted = set(need)
     usable = [
         c
         for c in candidates
@@ -112,6 +126,7 @@ def choose_backup(candidates: Iterable[Candidate], point_in_time: datetime | Non
         and c.location
         and c.set_time is not None
         and (point_in_time is None or c.set_time <= point_in_time)
+        and (wanted <= c.components if wanted else not c.subset)
     ]
     if not usable:
         return None

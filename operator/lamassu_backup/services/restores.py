@@ -416,11 +416,17 @@ class RestoreService:
                 phase=str((b.get("status") or {}).get("phase") or ""),
                 set_time=_set_moment(b),
                 location=(b.get("status") or {}).get("location"),
+                components=frozenset(
+                    c
+                    for c, result in ((b.get("status") or {}).get("components") or {}).items()
+                    if isinstance(result, dict) and result.get("phase") == "Completed"
+                ),
+                subset=bool((b.get("spec") or {}).get("components")),
             )
             for b in self.kube.list_custom("LamassuBackup", ctx.namespace)
             if (b.get("spec") or {}).get("policyRef", {}).get("name") == policy
         ]
-        chosen = rp.choose_backup(candidates, moment)
+        chosen = rp.choose_backup(candidates, moment, [str(c) for c in spec.components])
         if chosen is None:
             when = "" if moment is None else f" taken at or before {iso(moment)}"
             raise _Fail(
@@ -906,9 +912,13 @@ def _workload(obj: dict[str, Any]) -> rp.Workload:
 
 
 def _set_moment(body: dict[str, Any]) -> datetime | None:
-    """When a set was taken: its scheduled time, else its start, else its creation."""
+    """When a set was taken: its folder's time, else its scheduled time, its start, its creation
+    (the same order ``kubectl lamassu`` uses, so both pick the same set)."""
     status = body.get("status") or {}
     spec = body.get("spec") or {}
+    folder = str(status.get("setTime") or "")
+    if layout.is_set_folder(folder):
+        return layout.parse_set_time(folder)
     return (
         parse_time(spec.get("scheduledTime"))
         or parse_time(status.get("startedAt"))
