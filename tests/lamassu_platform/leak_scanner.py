@@ -172,6 +172,7 @@ def pytest_runtest_makereport(
             haystacks["the failure text"] = str(report.longrepr)
     except Exception as exc:  # noqa: BLE001 - a scan that cannot run says so, it never hides a result
         report.sections.append(("leak scanner", f"could not scan: {type(exc).__name__}"))
+        item.warn(pytest.PytestWarning(f"leak scanner could not scan: {type(exc).__name__}"))
         return
     hits = find(needles, haystacks)
     if hits:
