@@ -90,6 +90,10 @@ bench-backup: venv system-deps build-deps ## Backup benchmark: runner vs the run
 bench-restore: venv system-deps build-deps ## Restore benchmark: runner vs the runbook's restore vs pg_restore from a file (BENCH_SIZE_MIB=1024)
 	$(PY) -m bench.restore
 
+.PHONY: bench-restore-cr
+bench-restore-cr: venv system-deps build-deps ## LamassuRestore benchmark: runner alone vs the resource end to end by phase, and a DR restore (BENCH_SIZE_MIB=1024)
+	$(PY) -m bench.restore_cr
+
 .PHONY: bench-operator
 bench-operator: venv system-deps build-deps ## Operator benchmark: policy -> Job latency, RSS and CPU with 1,000 policies
 	$(PY) -m bench.operator
