@@ -834,6 +834,12 @@ class RestoreService:
                 ) from None
         return RestoreSource(resolved.location, resolved.name, policy)
 
+    def _record_job(self, ctx: _Ctx, current: StepRecord | None, name: str) -> None:
+        """The step's Job name in status (once)."""
+        if current is not None and current.job != name:
+            current.job = name
+            self._save(ctx)
+
     def _job(
         self, ctx: _Ctx, step: Step, components: list[str], *, record: bool = True
     ) -> JobState:
@@ -857,18 +863,19 @@ class RestoreService:
                 )
             except ValueError as exc:
                 raise _Fail("InvalidSpec", str(exc)) from None
-            if record and current is not None:
-                current.job = name
-                self._save(ctx)  # the Job's name is recorded before it exists
             account = manifest["spec"]["template"]["spec"].get("serviceAccountName")
             if account == "lamassu-backup-runner":
                 self.kube.ensure_runner_account(ctx.namespace, account)
             self.kube.create_job(manifest)
+            # Recorded once it exists: a step whose recorded Job is gone was deleted, while an
+            # operator killed between the two finds the Job by its name and adopts it.
+            self._record_job(ctx, current if record else None, name)
             raise _Wait(2.0)
         owners = {o.get("uid") for o in job["metadata"].get("ownerReferences") or []}
         if ctx.body["metadata"].get("uid") not in owners:
             # A Job of an earlier restore of the same name, not yet garbage-collected.
             raise _Wait(2.0, f"waiting for the earlier restore's Job {name} to be deleted")
+        self._record_job(ctx, current if record else None, name)
         state = job_state(self.kube, job)
         if not state.done:
             raise _Wait(2.0)
