@@ -19,8 +19,9 @@ from pydantic import TypeAdapter, ValidationError
 from lamassu_backup.builders import jobs, layout
 from lamassu_backup.models.backup import BackupSpec, Trigger
 from lamassu_backup.models.policy import BackupPolicySpec, RunnerSettings
+from lamassu_backup.models.resources import LamassuBackup
 from lamassu_backup.models.types import DURATION_CEL, MAX_DURATION, Duration
-from lamassu_backup.services.common import set_time_of
+from lamassu_backup.services import common
 from lamassu_backup.services.policies import run_now_name
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy-standard.yaml"
@@ -144,6 +145,11 @@ def body(uid: str, created: str = "2026-11-24T10:00:00Z", **spec: Any) -> dict[s
         "metadata": {"name": "x", "namespace": "ns", "uid": uid, "creationTimestamp": created},
         "spec": {"policyRef": {"name": "p"}, **spec},
     }
+
+
+def set_time_of(body: dict[str, Any]) -> str:
+    """The service takes the typed run, as the handlers hand it."""
+    return common.set_time_of(LamassuBackup.model_validate(body))
 
 
 def test_two_runs_in_the_same_second_get_different_folders() -> None:

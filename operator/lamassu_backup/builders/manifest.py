@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ..models.runner import ArtifactRecord, ComponentOutcome
+from . import layout
 
 FORMAT = "lamassu-backup/v1"
 
@@ -118,6 +119,18 @@ def status_artifacts(manifest: Manifest, prefix: str) -> list[dict[str, Any]]:
         item.pop("sidecarKey", None)
         artifacts.append(item)
     return artifacts
+
+
+def status_record(
+    manifest: Manifest, manifest_key: str, sha256: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What a LamassuBackup's status records of a committed set: ``status.manifest`` (with the
+    signature's key when the manifest is signed) and ``status.artifacts``."""
+    prefix = manifest_key.removesuffix(layout.MANIFEST)
+    ref: dict[str, Any] = {"key": manifest_key, "sha256": sha256}
+    if manifest.signed_by:
+        ref["signatureKey"] = prefix + layout.SIGNATURE
+    return ref, status_artifacts(manifest, prefix)
 
 
 def render(manifest: Manifest) -> bytes:

@@ -1,4 +1,4 @@
-"""Thin kopf handlers: validate with the models, call a service, patch status."""
+"""Thin kopf handlers: parse the body into the models, call a service, post its Events."""
 
 from __future__ import annotations
 

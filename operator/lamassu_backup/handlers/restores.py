@@ -1,4 +1,5 @@
-"""The kopf handlers of LamassuRestore: thin, each calls the restore service and posts Events.
+"""The kopf handlers of LamassuRestore: thin, each parses the body, calls the restore service
+and posts its Events.
 
 The service does all the work from the API state; these handlers only decide when to call it:
 on create and on start-up (resume), when one of its Jobs changes, and on a short timer while the
@@ -8,7 +9,7 @@ restore is active (the safety net that also waits for workloads and health check
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -16,8 +17,10 @@ from ..builders.restore_plan import DONE, LABEL_RESTORE
 from ..clients.kube import KubeApi, load_config
 from ..clients.workloads import WorkloadApi
 from ..models.resources import GROUP, RESTORES, VERSION
-from ..services.common import Event, Settings, now_utc
+from ..services import resources
+from ..services.common import Settings, now_utc
 from ..services.restores import RestoreService
+from .events import post
 
 
 @kopf.on.startup()
@@ -27,22 +30,17 @@ async def restore_startup(memo: kopf.Memo, **_: Any) -> None:
     memo.restores = RestoreService(KubeApi(api), WorkloadApi(api), Settings.from_env())
 
 
-def _post(events: list[Event]) -> None:
-    for event in events:
-        target = cast(kopf.Body, event.target)
-        kopf.event(target, type=event.type, reason=event.reason, message=event.message[:1000])
-
-
-async def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
-    outcome = await asyncio.to_thread(memo.restores.reconcile, namespace, name, now_utc())
-    _post(outcome.events)
+async def _reconcile(memo: kopf.Memo, restore: resources.Restore | None) -> None:
+    if restore is not None:
+        outcome = await asyncio.to_thread(memo.restores.reconcile, restore, now_utc())
+        post(outcome.events)
 
 
 @kopf.on.create(GROUP, VERSION, RESTORES)
 @kopf.on.resume(GROUP, VERSION, RESTORES)
-async def restore_created(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A new restore, or one found on start-up: move it on from its recorded state."""
-    await _reconcile(memo, namespace or "", name)
+    await _reconcile(memo, resources.parse_restore(dict(body)))
 
 
 def _active(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
@@ -59,15 +57,15 @@ def _unfinalized(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.timer(GROUP, VERSION, RESTORES, interval=2, initial_delay=1, when=_active)
-async def restore_tick(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def restore_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """While active: wait for workloads, backups, health checks (and any missed Job event)."""
-    await _reconcile(memo, namespace or "", name)
+    await _reconcile(memo, resources.parse_restore(dict(body)))
 
 
 @kopf.timer(GROUP, VERSION, RESTORES, interval=60, initial_delay=10, when=_unfinalized)
-async def restore_finalize(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def restore_finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """After spec.finalizeAfter: drop the databases an in-place restore kept aside."""
-    await _reconcile(memo, namespace or "", name)
+    await _reconcile(memo, resources.parse_restore(dict(body)))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RESTORE: kopf.PRESENT})
@@ -79,13 +77,15 @@ async def restore_job_event(
         return  # the initial listing; restores are resumed by their own handler
     for owner in body.get("metadata", {}).get("ownerReferences") or []:
         if owner.get("kind") == "LamassuRestore":
-            await _reconcile(memo, namespace or "", str(owner.get("name")))
+            name = str(owner.get("name"))
+            await _reconcile(
+                memo, resources.read_restore(memo.restores.kube, namespace or "", name)
+            )
 
 
 @kopf.on.delete(GROUP, VERSION, RESTORES)
-async def restore_deleted(
-    body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-) -> None:
+async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A restore deleted mid-way still gives its workloads back (its Jobs go with it: owned)."""
-    _post(await asyncio.to_thread(memo.restores.release, dict(body)))
-    memo.restores.forget(namespace or "", name)
+    restore = resources.parse_restore(dict(body))
+    post(await asyncio.to_thread(memo.restores.release, restore))
+    memo.restores.forget(restore.namespace, restore.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -18,7 +18,48 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "lamassu"
 
 
-class _Resource(CRModel):
+class Identity:
+    """Who an object is, read from its metadata in one place (every service reads it here)."""
+
+    if TYPE_CHECKING:
+        api_version: str
+        kind: str
+        metadata: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """metadata.name."""
+        return str(self.metadata.get("name") or "")
+
+    @property
+    def namespace(self) -> str:
+        """metadata.namespace."""
+        return str(self.metadata.get("namespace") or "")
+
+    @property
+    def uid(self) -> str:
+        """metadata.uid."""
+        return str(self.metadata.get("uid") or "")
+
+    @property
+    def generation(self) -> int | None:
+        """metadata.generation: the spec generation, for observedGeneration."""
+        value = self.metadata.get("generation")
+        return int(value) if value is not None else None
+
+    @property
+    def creation_timestamp(self) -> str | None:
+        """metadata.creationTimestamp, as the API wrote it."""
+        value = self.metadata.get("creationTimestamp")
+        return str(value) if value else None
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        """metadata.annotations."""
+        return dict(self.metadata.get("annotations") or {})
+
+
+class _Resource(Identity, CRModel):
     api_version: Literal["backup.lamassu.io/v1alpha1"] = Field(
         "backup.lamassu.io/v1alpha1", alias="apiVersion"
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..builders import conditions as cond
 from ..builders import layout
 from ..models.backup import TERMINAL_BACKUP_PHASES, BackupPhase
-from ..models.resources import API_VERSION
+from ..models.common import Condition, ConditionStatus
+from ..models.resources import API_VERSION, Identity, LamassuBackup
 
 
 @dataclass(frozen=True)
@@ -61,34 +63,105 @@ class Event:
 
 
 class OnObject:
-    """Name, namespace and generation of the object a service is working on, read from its
-    body in one place (each service's working state derives from this)."""
+    """Name, namespace and generation of the object a service's working state is about, read
+    from its typed model in one place (each working state names that object ``subject``, and
+    has the ``now`` it works at)."""
 
-    body: dict[str, Any]
+    if TYPE_CHECKING:
+        now: datetime
+
+    @property
+    def subject(self) -> Identity:
+        """The object."""
+        raise NotImplementedError
 
     @property
     def namespace(self) -> str:
         """The object's namespace."""
-        return str(self.body["metadata"]["namespace"])
+        return self.subject.namespace
 
     @property
     def name(self) -> str:
         """The object's name."""
-        return str(self.body["metadata"]["name"])
+        return self.subject.name
 
     @property
     def generation(self) -> int | None:
         """The spec generation, for observedGeneration on conditions."""
-        value = self.body["metadata"].get("generation")
-        return int(value) if value is not None else None
+        return self.subject.generation
+
+    @property
+    def created_at(self) -> datetime:
+        """When the object was created."""
+        return parse_time(self.subject.creation_timestamp) or self.now
+
+    def with_condition(
+        self,
+        conditions: list[Condition],
+        type_: str,
+        status: ConditionStatus,
+        reason: str,
+        message: str,
+    ) -> list[Condition]:
+        """``conditions`` with one set now, for this generation."""
+        return cond.set_condition(
+            conditions,
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            now=self.now,
+            generation=self.generation,
+        )
 
 
-def ref(body: dict[str, Any]) -> dict[str, Any]:
+def completed(
+    conditions: list[Condition],
+    *,
+    ok: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """A run's conditions with its Completed condition set (True when ``ok``)."""
+    return cond.set_condition(
+        conditions,
+        type=cond.COMPLETED,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        now=now,
+        generation=generation,
+    )
+
+
+@dataclass
+class RunOutcome:
+    """What one reconcile of a run (its backup, or its drill) did."""
+
+    patch: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    finished: bool = False
+    """The run (or its drill) reached a terminal phase in this reconcile."""
+
+    succeeded: bool = False
+    policy: str = ""
+    """The policy of the run, for the loop a finished run wakes."""
+
+
+def ref(obj: Identity | dict[str, Any]) -> dict[str, Any]:
     """The part of an object an Event needs."""
-    meta = body.get("metadata", {})
+    if isinstance(obj, Identity):
+        return {
+            "apiVersion": obj.api_version,
+            "kind": obj.kind,
+            "metadata": {"name": obj.name, "namespace": obj.namespace, "uid": obj.uid},
+        }
+    meta = obj.get("metadata", {})
     return {
-        "apiVersion": body.get("apiVersion", API_VERSION),
-        "kind": body.get("kind", ""),
+        "apiVersion": obj.get("apiVersion", API_VERSION),
+        "kind": obj.get("kind", ""),
         "metadata": {
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
@@ -185,19 +258,16 @@ def summarize(body: dict[str, Any]) -> RunSummary:
     )
 
 
-def set_time_of(body: dict[str, Any]) -> str:
+def set_time_of(backup: LamassuBackup) -> str:
     """The set folder of a run: its cron tick when scheduled, else its creation time, followed
     by a short id of the run (see :func:`layout.set_folder`).
 
     Derived from the object, never from memory, so an operator restarted mid-run writes to the
     same place; the folder a run started with (``status.setTime``) is kept.
     """
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    meta = body.get("metadata") or {}
-    if status.get("setTime"):
-        return str(status["setTime"])
-    moment = parse_time(spec.get("scheduledTime")) or parse_time(meta.get("creationTimestamp"))
+    if backup.status is not None and backup.status.set_time:
+        return backup.status.set_time
+    moment = parse_time(backup.spec.scheduled_time) or parse_time(backup.creation_timestamp)
     if moment is None:
         raise ValueError("the backup has neither a scheduled time nor a creation time")
-    return layout.set_folder(moment, str(meta.get("uid") or ""))
+    return layout.set_folder(moment, backup.uid)

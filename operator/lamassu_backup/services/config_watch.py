@@ -10,12 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..clients.kube import KubeApi
+from ..components.config.spec import ConfigComponent
 from ..models.common import LabelSelector
-from ..models.policy import ConfigComponent
+from ..models.resources import LamassuBackupPolicy
+from .common import Event, ref
+from .policy_loop import PolicyLoops
+from .resources import Policy, read_policy
 
 DEBOUNCE = timedelta(seconds=30)
 
@@ -35,6 +41,16 @@ class Watcher:
         return cls(
             policy, frozenset(config.config_maps), frozenset(config.secrets), config.selector
         )
+
+    @classmethod
+    def of(cls, policy: Policy) -> Watcher | None:
+        """The watcher of a policy that backs up configuration on change (else None)."""
+        if not isinstance(policy, LamassuBackupPolicy):
+            return None
+        config = policy.spec.components.config
+        if config is None or not config.backup_on_change:
+            return None
+        return cls.from_spec(policy.name, config)
 
     def selects(self, kind: str, name: str, labels: dict[str, str]) -> bool:
         """Does this policy back up that object?"""
@@ -85,3 +101,46 @@ class ChangeTracker:
                 return False
             self._last_run[key] = now
             return True
+
+
+class ConfigEvents:
+    """A ConfigMap or Secret event: the policies it concerns re-check or back up on change."""
+
+    def __init__(self, kube: KubeApi, loops: PolicyLoops) -> None:
+        self.kube = kube
+        self.loops = loops
+        self.changes = ChangeTracker()
+
+    def on_event(
+        self,
+        kind: str,
+        event_type: str | None,
+        body: dict[str, Any],
+        *,
+        namespace: str,
+        name: str,
+        watchers: Sequence[Watcher],
+        now: datetime,
+    ) -> list[Event]:
+        """React to one watch event (``event_type`` None: the initial listing)."""
+        if kind == "Secret" and event_type is not None:
+            # A referenced Secret may have appeared or changed: re-check the policies' references.
+            self.loops.secret_changed(namespace, name)
+        labels = dict((body.get("metadata") or {}).get("labels") or {})
+        matching = [w for w in watchers if w.selects(kind, name, labels)]
+        digest = None if event_type == "DELETED" else content_hash(body)
+        changed = self.changes.changed(kind, namespace, name, digest, initial=event_type is None)
+        if not matching or not changed:
+            return []
+        events: list[Event] = []
+        for watcher in matching:
+            if not self.changes.due(namespace, watcher.policy, now):
+                continue
+            policy = read_policy(self.kube, namespace, watcher.policy)
+            if policy is None:
+                continue
+            created = self.loops.policies.on_config_change(policy, now)
+            if created:
+                message = f"{kind} {name} changed: started {created}"
+                events.append(Event(ref(policy), "Normal", "ConfigChanged", message))
+        return events

@@ -13,20 +13,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..builders import conditions as cond
 from ..builders import jobs, layout
-from ..builders.manifest import Manifest, parse, status_artifacts
+from ..builders.manifest import Manifest, parse, status_record
 from ..clients.gpg import Keyring
 from ..clients.kube import KubeApi
 from ..clients.s3 import S3Store
 from ..errors import LamassuBackupError
-from ..models.backup import BackupPhase, BackupStatus, Trigger
-from ..models.common import ConditionStatus
-from ..models.policy import BackupPolicySpec
+from ..models.backup import BackupPhase, Trigger
+from ..models.resources import LamassuBackupPolicy
+from . import resources
 from . import secrets as secret_refs
-from .common import Event, RunSummary, iso, ref
+from .common import Event, RunSummary, completed, iso, ref
 
 
 @dataclass
@@ -47,22 +45,20 @@ def _status_from(
     now: datetime,
     signature: str | None,
 ) -> dict[str, Any]:
-    prefix = manifest_key.removesuffix(layout.MANIFEST)
     failed = [n for n, c in manifest.components.items() if c.status != "Completed"]
     phase = BackupPhase.COMPLETED if manifest.complete else BackupPhase.PARTIALLY_FAILED
     if signature:
         phase = BackupPhase.FAILED
-    artifacts = status_artifacts(manifest, prefix)
+    manifest_ref, artifacts = status_record(manifest, manifest_key, sha256)
     size = manifest.total_size()
     message = signature or (
         f"discovered in the bucket: {len(artifacts)} artifacts, {cond.humanize_bytes(size)}"
         + (f"; failed components at backup time: {', '.join(failed)}" if failed else "")
         + ("; manifest signature verified" if signed else "")
     )
-    conditions = cond.set_condition(
+    conditions = completed(
         [],
-        type=cond.COMPLETED,
-        status=ConditionStatus.TRUE if phase == BackupPhase.COMPLETED else ConditionStatus.FALSE,
+        ok=phase == BackupPhase.COMPLETED,
         reason="SignatureInvalid" if signature else "Discovered",
         message=message,
         now=now,
@@ -74,11 +70,7 @@ def _status_from(
         "completedAt": iso(manifest.created_at),
         "setTime": manifest.set_time,
         "location": location,
-        "manifest": {
-            "key": manifest_key,
-            "sha256": sha256,
-            **({"signatureKey": prefix + layout.SIGNATURE} if manifest.signed_by else {}),
-        },
+        "manifest": manifest_ref,
         "sizeBytes": size,
         "size": cond.humanize_bytes(size),
         "artifacts": artifacts,
@@ -115,15 +107,11 @@ def _check_signature(
 
 
 def discover(
-    kube: KubeApi, body: dict[str, Any], runs: Sequence[RunSummary], now: datetime
+    kube: KubeApi, policy: LamassuBackupPolicy, runs: Sequence[RunSummary], now: datetime
 ) -> DiscoveryReport:
     """Record every committed set of this policy that has no LamassuBackup."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    namespace, name, spec = policy.namespace, policy.name, policy.spec
     report = DiscoveryReport()
-    try:
-        spec = BackupPolicySpec.model_validate(body["spec"])
-    except ValidationError:
-        return report  # the policy's own tick reports InvalidSpec; nothing to look for
     store = secret_refs.operator_store(kube, namespace, spec)
     report.events.extend(audit_records(kube, store, namespace, name, now))
     moments = [r.scheduled_time or r.created_at for r in runs]
@@ -154,7 +142,7 @@ def discover(
         except ValueError as exc:
             report.events.append(
                 Event(
-                    ref(body),
+                    ref(policy),
                     "Warning",
                     "DiscoveryFailed",
                     f"{manifest_key}: unreadable manifest ({exc})",
@@ -192,7 +180,7 @@ def discover(
     if report.created:
         report.events.append(
             Event(
-                ref(body),
+                ref(policy),
                 "Normal",
                 "Discovered",
                 f"found {len(report.created)} set(s) in the bucket with no record: {', '.join(report.created[:10])}",
@@ -214,57 +202,55 @@ def audit_records(
     manifest is re-read only when its ETag changed since the last audit.
     """
     events: list[Event] = []
-    for body in kube.list_custom("LamassuBackup", namespace):
-        spec, status = body.get("spec") or {}, body.get("status") or {}
-        if (spec.get("policyRef") or {}).get("name") != policy or status.get(
-            "phase"
-        ) not in _AUDITED:
+    for backup in map(resources.parse_backup, kube.list_custom("LamassuBackup", namespace)):
+        status = backup.status
+        assert status is not None
+        if resources.policy_of(backup) != policy or status.phase.value not in _AUDITED:
             continue
-        manifest = status.get("manifest") or {}
-        key, recorded = manifest.get("key"), manifest.get("sha256")
-        if not key or not recorded:
+        manifest = status.manifest
+        if manifest is None or not manifest.key or not manifest.sha256:
             continue
-        info = store.head(str(key))
+        key, recorded = manifest.key, manifest.sha256
+        info = store.head(key)
         problem: tuple[str, str] | None = None
         if info is None:
-            problem = ("SetMissing", f"{store.url(str(key))} is no longer in the bucket")
-        elif info.etag != manifest.get("etag"):
-            digest = hashlib.sha256(store.get_bytes(str(key))).hexdigest()
+            problem = ("SetMissing", f"{store.url(key)} is no longer in the bucket")
+        elif info.etag != manifest.etag:
+            digest = hashlib.sha256(store.get_bytes(key)).hexdigest()
             if digest != recorded:
                 problem = (
                     "ManifestChanged",
-                    f"{store.url(str(key))} was replaced: its SHA-256 is {digest}, this record "
+                    f"{store.url(key)} was replaced: its SHA-256 is {digest}, this record "
                     f"holds {recorded}",
                 )
             else:
                 kube.patch_status(
                     "LamassuBackup",
                     namespace,
-                    body["metadata"]["name"],
-                    {"manifest": {**manifest, "etag": info.etag}},
+                    backup.name,
+                    {"manifest": {**manifest.to_api(), "etag": info.etag}},
                 )
         if problem is None:
             continue
         reason, message = problem
         message += "; nothing can be restored from this record (it is kept as evidence)"
-        conditions = cond.set_condition(
-            BackupStatus.model_validate(status).conditions,
-            type=cond.COMPLETED,
-            status=ConditionStatus.FALSE,
+        conditions = completed(
+            status.conditions,
+            ok=False,
             reason=reason,
             message=message,
             now=now,
-            generation=body["metadata"].get("generation"),
+            generation=backup.generation,
         )
         kube.patch_status(
             "LamassuBackup",
             namespace,
-            body["metadata"]["name"],
+            backup.name,
             {
                 "phase": BackupPhase.LOST.value,
                 "lostAt": iso(now),
                 "conditions": [c.to_api() for c in conditions],
             },
         )
-        events.append(Event(ref(body), "Warning", reason, message))
+        events.append(Event(ref(backup), "Warning", reason, message))
     return events

@@ -11,19 +11,17 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-
-from pydantic import ValidationError
 
 from ..builders import conditions as cond
 from ..builders import jobs, layout, schedule
 from ..builders import staleness as stale
 from ..clients.kube import KubeApi
+from ..components import registry
 from ..errors import LamassuBackupError
 from ..models.backup import BackupPhase, Trigger
-from ..models.common import Condition, ConditionStatus
+from ..models.common import ConditionStatus
 from ..models.policy import (
     BackupPolicySpec,
     BackupPolicyStatus,
@@ -31,90 +29,22 @@ from ..models.policy import (
     RunPhase,
     RunRecord,
 )
+from ..models.resources import Identity
 from ..models.types import format_duration
 from . import metrics, restore_guard, verification
 from . import secrets as secret_refs
-from .common import Event, OnObject, RunSummary, Settings, iso, parse_time, ref
+from .common import Event, RunSummary, Settings, iso, ref
+from .resources import Invalid, Policy, stored
 from .runs import RunService
+from .tick import Tick, TickResult
 
 RUN_NOW_ANNOTATION = "backup.lamassu.io/run-now"
 """Set (to any new value) on a policy to back up now; each distinct value runs once."""
 
 
-@dataclass
-class TickResult:
-    """What one tick did, and when to look again."""
-
-    patch: dict[str, Any] | None = None
-    events: list[Event] = field(default_factory=list)
-    sleep: timedelta = timedelta(seconds=60)
-    created: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Tick(OnObject):
-    """The working state of one tick: inputs, and the status being built."""
-
-    body: dict[str, Any]
-    spec: BackupPolicySpec
-    status: BackupPolicyStatus
-    runs: Sequence[RunSummary]
-    now: datetime
-    conditions: list[Condition]
-    records: list[RunRecord]
-    patch: dict[str, Any] = field(default_factory=dict)
-    result: TickResult = field(default_factory=TickResult)
-    wake: list[datetime] = field(default_factory=list)
-    verify_error: str | None = None
-    """Why drills cannot run (a Secret only verification needs is missing), or None."""
-    paused: str | None = None
-    """Why a LamassuRestore pauses this namespace's runs, or None (services/restore_guard)."""
-
-    @property
-    def created_at(self) -> datetime:
-        return parse_time(self.body["metadata"].get("creationTimestamp")) or self.now
-
-    def condition(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        """Set a condition on the status being built."""
-        self.conditions = cond.set_condition(
-            self.conditions,
-            type=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            now=self.now,
-            generation=self.generation,
-        )
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        """Queue an Event on the policy."""
-        self.result.events.append(Event(ref(self.body), type_, reason, message))
-
-    def record(self, phase: RunPhase, tick: datetime, reason: str) -> None:
-        """Record a skipped or missed tick in recentRuns (it has no LamassuBackup)."""
-        self.records.append(
-            RunRecord(
-                phase=phase, trigger=Trigger.SCHEDULED.value, scheduled_time=tick, reason=reason
-            )
-        )
-        metrics.RUNS.labels(self.namespace, self.name, phase.value).inc()
-
-
 def rpo_of(spec: BackupPolicySpec) -> dict[str, timedelta]:
     """Recovery-point objective per configured component."""
-    comps = spec.components
-    out: dict[str, timedelta] = {}
-    if comps.postgres:
-        out["postgres"] = comps.postgres.recovery_point_objective
-    if comps.vault:
-        out["vault"] = comps.vault.recovery_point_objective
-    if comps.config:
-        out["config"] = comps.config.recovery_point_objective
-    if comps.volumes:
-        out["volumes"] = comps.volumes_recovery_point_objective
-    if comps.aws_kms:
-        out["awsKms"] = comps.aws_kms.recovery_point_objective
-    return out
+    return {c.name: c.rpo(spec.components) for c in registry.configured(spec.components)}
 
 
 def run_now_name(policy: str, value: str) -> str:
@@ -149,17 +79,14 @@ class PolicyService:
         ] = {}
         self._lock = threading.Lock()
 
-    def tick(self, body: dict[str, Any], runs: Sequence[RunSummary], now: datetime) -> TickResult:
+    def tick(self, policy: Policy, runs: Sequence[RunSummary], now: datetime) -> TickResult:
         """Evaluate one policy now."""
-        status = BackupPolicyStatus.model_validate(body.get("status") or {})
-        try:
-            spec = BackupPolicySpec.model_validate(body["spec"])
-        except ValidationError as exc:
-            return self._invalid(body, status, exc, now)
-        t = _Tick(
-            body=body,
-            spec=spec,
-            status=status,
+        if isinstance(policy, Invalid):
+            return self._invalid(policy, now)
+        status = policy.status
+        assert status is not None
+        t = Tick(
+            policy=policy,
             runs=runs,
             now=now,
             conditions=list(status.conditions),
@@ -178,11 +105,11 @@ class PolicyService:
         self._on_demand(t)
         self._freshness(t)
         self._last_run(t)
-        self._verification(t)
+        verification.on_tick(self.kube, t)
         self._recent_runs(t)
         t.patch["conditions"] = [c.to_api() for c in t.conditions]
         t.patch["observedGeneration"] = t.generation
-        current = body.get("status") or {}
+        current = stored(status)
         changed = {k: v for k, v in t.patch.items() if current.get(k) != v}
         t.result.patch = changed or None
         t.wake.append(now + timedelta(seconds=self.settings.policy_max_sleep_seconds))
@@ -191,32 +118,28 @@ class PolicyService:
 
     # -- the parts of a tick -----------------------------------------------------------------
 
-    def _invalid(
-        self, body: dict[str, Any], status: BackupPolicyStatus, exc: ValidationError, now: datetime
-    ) -> TickResult:
+    def _invalid(self, policy: Invalid[BackupPolicyStatus], now: datetime) -> TickResult:
         """A spec the models refuse (the CRD lets through what CEL cannot check: time zones...)."""
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        message = f"spec.{where}: {error['msg']}" if where else str(error["msg"])
         result = TickResult()
+        before = policy.status.conditions
         conditions = cond.set_condition(
-            status.conditions,
+            before,
             type=cond.READY,
             status=ConditionStatus.FALSE,
             reason="InvalidSpec",
-            message=message,
+            message=policy.message,
             now=now,
-            generation=body["metadata"].get("generation"),
+            generation=policy.generation,
         )
-        if conditions != status.conditions:
+        if conditions != before:
             result.patch = {
                 "conditions": [c.to_api() for c in conditions],
-                "observedGeneration": body["metadata"].get("generation"),
+                "observedGeneration": policy.generation,
             }
-            result.events.append(Event(ref(body), "Warning", "InvalidSpec", message))
+            result.events.append(Event(ref(policy), "Warning", "InvalidSpec", policy.message))
         return result
 
-    def _ready(self, t: _Tick) -> str | None:
+    def _ready(self, t: Tick) -> str | None:
         """Ready: valid spec and every Secret a backup needs present (checked now and then).
 
         Secrets only verification needs are reported on the Verified condition instead, and
@@ -246,7 +169,7 @@ class PolicyService:
                 t.event("Normal", "Ready", "every referenced Secret exists now")
         return error
 
-    def _schedule(self, t: _Tick, ready_error: str | None) -> None:
+    def _schedule(self, t: Tick, ready_error: str | None) -> None:
         """Fire the due tick (or record why not) and record missed ones."""
         spec = t.spec
         decision = schedule.decide(
@@ -290,55 +213,41 @@ class PolicyService:
         if decision.fire is None:
             return
         if t.paused:  # LamassuRestore hook
-            t.record(RunPhase.SKIPPED, decision.fire, f"RestoreInProgress: {t.paused}")
-            t.event(
-                "Normal",
-                "SkippedSchedule",
-                f"the run due at {iso(decision.fire)} was skipped: {t.paused}",
-            )
-            return
-        if ready_error:
-            t.record(RunPhase.SKIPPED, decision.fire, f"NotReady: {ready_error}")
-            t.event(
-                "Warning",
-                "SkippedSchedule",
-                f"the run due at {iso(decision.fire)} was skipped: {ready_error}",
-            )
-            return
-        self._fire(t, decision.fire)
+            _skip(t, decision.fire, "Normal", f"RestoreInProgress: {t.paused}", t.paused)
+        elif ready_error:
+            _skip(t, decision.fire, "Warning", f"NotReady: {ready_error}", ready_error)
+        else:
+            self._fire(t, decision.fire)
 
-    def _fire(self, t: _Tick, tick: datetime) -> None:
+    def _fire(self, t: Tick, tick: datetime) -> None:
         """Start the run of a due tick, unless concurrencyPolicy says otherwise."""
         action = schedule.concurrency_action(
             t.spec.concurrency_policy, [r.name for r in t.runs if r.in_progress]
         )
         if not action.start:
             reason = action.skip_reason or "another run is in progress"
-            t.record(RunPhase.SKIPPED, tick, reason)
-            t.event(
-                "Warning", "SkippedSchedule", f"the run due at {iso(tick)} was skipped: {reason}"
-            )
+            _skip(t, tick, "Warning", reason, reason)
             return
         for running in action.replace:
-            victim = self.kube.get_custom("LamassuBackup", t.namespace, running)
-            if victim is not None:
-                outcome = self.runs.cancel(
-                    victim,
+            t.result.events.extend(
+                self.runs.cancel(
+                    t.namespace,
+                    running,
                     "Replaced",
                     f"replaced by the run due at {iso(tick)} (concurrencyPolicy Replace)",
                     t.now,
                 )
-                if outcome.patch:
-                    self.kube.patch_status("LamassuBackup", t.namespace, running, outcome.patch)
-                t.result.events.extend(outcome.events)
-        created = self._create_run(t.body, Trigger.SCHEDULED, t.now, components=[], scheduled=tick)
+            )
+        created = self._create_run(
+            t.policy, Trigger.SCHEDULED, t.now, components=[], scheduled=tick
+        )
         if created:
             t.result.created.append(created)
             t.event("Normal", "Scheduled", f"started {created} for the run due at {iso(tick)}")
 
-    def _on_demand(self, t: _Tick) -> None:
+    def _on_demand(self, t: Tick) -> None:
         """Each new value of the run-now annotation starts one run."""
-        wanted = (t.body["metadata"].get("annotations") or {}).get(RUN_NOW_ANNOTATION)
+        wanted = t.policy.annotations.get(RUN_NOW_ANNOTATION)
         if not wanted or wanted == t.status.run_now_handled:
             return
         if t.paused:  # LamassuRestore hook: kept, and run once the restore has ended
@@ -347,13 +256,13 @@ class PolicyService:
         # runNowHandled is not recorded, the next tick finds the run exists instead of starting
         # another one. A request runs exactly once.
         name = run_now_name(t.name, wanted)
-        created = self._create_run(t.body, Trigger.MANUAL, t.now, components=[], name=name)
+        created = self._create_run(t.policy, Trigger.MANUAL, t.now, components=[], name=name)
         if created:
             t.result.created.append(created)
             t.event("Normal", "RunRequested", f"{RUN_NOW_ANNOTATION}={wanted}: started {created}")
         t.patch["runNowHandled"] = wanted
 
-    def _freshness(self, t: _Tick) -> None:
+    def _freshness(self, t: Tick) -> None:
         """Stale per component against its recovery-point objective; Events on transitions."""
         freshness = {
             c: stale.ComponentFreshness(last_success(t.runs, c), rpo)
@@ -385,7 +294,7 @@ class PolicyService:
         if report.next_check:
             t.wake.append(report.next_check)
 
-    def _last_run(self, t: _Tick) -> None:
+    def _last_run(self, t: Tick) -> None:
         """lastSuccessfulTime and LastRunSucceeded from the newest finished run."""
         finished = sorted(
             (r for r in t.runs if r.terminal and r.completed_at),
@@ -405,97 +314,7 @@ class PolicyService:
                 f"{last.name}: {last.phase}{detail}",
             )
 
-    def _verification(self, t: _Tick) -> None:
-        """Start scheduled drills; the Verified condition from the newest drill results."""
-        verified = [
-            r.verified_at for r in t.runs if r.verification_phase == "Verified" and r.verified_at
-        ]
-        latest = max(verified, default=None)
-        if latest:
-            t.patch["lastVerifiedTime"] = iso(latest)
-        v = t.spec.verification
-        if v.schedule and v.decryption_key_secret:
-            self._drill_schedule(t)
-        failed = [r for r in t.runs if r.verification_phase == "Failed"]
-        if t.verify_error is not None:
-            reason, _, message = t.verify_error.partition(": ")
-            before = cond.get_condition(t.conditions, cond.VERIFIED)
-            t.condition(
-                cond.VERIFIED,
-                ConditionStatus.FALSE,
-                reason,
-                f"test restores cannot run: {message} (backups are not affected)",
-            )
-            if before is None or before.reason != reason:
-                t.event("Warning", reason, message)
-        elif not v.schedule and not verified and not failed:
-            t.condition(
-                cond.VERIFIED,
-                ConditionStatus.UNKNOWN,
-                "NotConfigured",
-                "no verification.schedule: sets are not test-restored",
-            )
-        elif latest and t.now - latest <= v.max_age:
-            t.condition(
-                cond.VERIFIED,
-                ConditionStatus.TRUE,
-                "DrillSucceeded",
-                f"a set was test-restored successfully at {iso(latest)}",
-            )
-        elif failed:
-            t.condition(
-                cond.VERIFIED,
-                ConditionStatus.FALSE,
-                "DrillFailed",
-                f"the last test restore failed ({failed[-1].name}); see its status.verification",
-            )
-        else:
-            t.condition(
-                cond.VERIFIED,
-                ConditionStatus.FALSE,
-                "NotVerifiedRecently",
-                f"no successful test restore within verification.maxAge {format_duration(v.max_age)}",
-            )
-
-    def _drill_schedule(self, t: _Tick) -> None:
-        """Start the drill of a due verification tick, unless its Secrets or a restore stop it."""
-        v = t.spec.verification
-        assert v.schedule is not None
-        last = t.status.last_verification_schedule_time
-        decision = schedule.decide(
-            schedule=v.schedule,
-            time_zone=t.spec.time_zone,
-            jitter=timedelta(0),
-            starting_deadline=t.spec.starting_deadline,
-            last_tick=last,
-            created_at=t.created_at,
-            now=t.now,
-            suspended=t.spec.suspend,
-        )
-        if decision.last_tick != (last or t.created_at):
-            t.patch["lastVerificationScheduleTime"] = iso(decision.last_tick)
-        t.wake.append(decision.next_due)
-        if decision.fire is None or t.paused:  # LamassuRestore hook: no drill during a restore
-            return
-        if t.verify_error is not None:
-            t.event(
-                "Warning",
-                "VerificationSkipped",
-                f"the drill due at {iso(decision.fire)} was skipped: {t.verify_error}",
-            )
-            return
-        for type_, reason, message in verification.start(
-            self.kube,
-            t.spec,
-            namespace=t.namespace,
-            policy_name=t.name,
-            runs=t.runs,
-            tick=decision.fire,
-            now=t.now,
-        ):
-            t.event(type_, reason, message)
-
-    def _recent_runs(self, t: _Tick) -> None:
+    def _recent_runs(self, t: Tick) -> None:
         """Skipped and missed ticks plus the runs themselves, newest first, bounded."""
         entries = t.records + [
             RunRecord(
@@ -575,7 +394,7 @@ class PolicyService:
 
     def _create_run(
         self,
-        body: dict[str, Any],
+        policy: Identity,
         trigger: Trigger,
         now: datetime,
         *,
@@ -584,21 +403,26 @@ class PolicyService:
         name: str | None = None,
     ) -> str | None:
         """A LamassuBackup for the policy; None when one of that name already exists."""
-        namespace, policy = body["metadata"]["namespace"], body["metadata"]["name"]
-        backup_name = name or layout.backup_name(policy, layout.set_time(scheduled or now))
+        backup_name = name or layout.backup_name(policy.name, layout.set_time(scheduled or now))
         if name is None and trigger != Trigger.SCHEDULED:
             backup_name = layout.bounded_name(backup_name, trigger.value.lower(), limit=253)
         resource = jobs.backup_resource(
-            namespace=namespace,
-            policy_name=policy,
+            namespace=policy.namespace,
+            policy_name=policy.name,
             name=backup_name,
             trigger=trigger,
             components=components,
             scheduled_time=iso(scheduled) if scheduled else None,
         )
-        _, created = self.kube.create_custom("LamassuBackup", namespace, resource)
+        _, created = self.kube.create_custom("LamassuBackup", policy.namespace, resource)
         return backup_name if created else None
 
-    def on_config_change(self, body: dict[str, Any], now: datetime) -> str | None:
+    def on_config_change(self, policy: Policy, now: datetime) -> str | None:
         """Start a config-only run after a selected ConfigMap/Secret changed."""
-        return self._create_run(body, Trigger.ON_CHANGE, now, components=["config"])
+        return self._create_run(policy, Trigger.ON_CHANGE, now, components=["config"])
+
+
+def _skip(t: Tick, tick: datetime, type_: str, recorded: str, why: str) -> None:
+    """A due tick not fired: recorded in recentRuns, and said in an Event."""
+    t.record(RunPhase.SKIPPED, tick, recorded)
+    t.event(type_, "SkippedSchedule", f"the run due at {iso(tick)} was skipped: {why}")

@@ -19,19 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
-from ..builders import conditions as cond
 from ..builders import jobs, layout
 from ..builders import restore_plan as rp
-from ..builders.restore_jobs import RestoreSource, Step, restore_job
+from ..builders.restore_jobs import RestoreSource, restore_job
 from ..clients.kube import KubeApi
 from ..clients.workloads import WorkloadApi, http_status
+from ..components.base import Step
 from ..errors import LamassuBackupError
-from ..models.backup import Trigger
+from ..models.backup import BackupPhase, Trigger
 from ..models.common import ConditionStatus
 from ..models.policy import BackupPolicySpec
-from ..models.resources import API_VERSION
+from ..models.resources import Identity
 from ..models.restore import (
     PlanItem,
     ResolvedBackup,
@@ -46,6 +44,15 @@ from ..models.restore import (
 from ..models.restore import Step as StepRecord
 from .common import Event, OnObject, Settings, iso, parse_time, ref
 from .job_state import JobState, job_state
+from .resources import (
+    Invalid,
+    Restore,
+    policy_of,
+    read_backup,
+    read_policy,
+    read_restore,
+    stored,
+)
 
 PROGRESSING = "Progressing"
 COMPLETED = "Completed"
@@ -82,32 +89,31 @@ class RestoreOutcome:
 
 @dataclass
 class _Ctx(OnObject):
-    body: dict[str, Any]
+    restore: Restore
     spec: RestoreSpec
     status: RestoreStatus
+    """The restore's status, changed in place as the reconcile goes."""
     now: datetime
     events: list[Event] = field(default_factory=list)
+    saved: dict[str, Any] = field(default_factory=dict)
+    """The status as the API has it (what ``_save`` patches against)."""
+
+    def __post_init__(self) -> None:
+        self.saved = stored(self.status)
+
+    @property
+    def subject(self) -> Restore:
+        return self.restore
 
     def owner(self) -> jobs.Owner:
-        return jobs.Owner(
-            self.body.get("apiVersion", API_VERSION),
-            "LamassuRestore",
-            self.name,
-            self.body["metadata"].get("uid", ""),
-        )
+        return jobs.Owner(self.restore.api_version, "LamassuRestore", self.name, self.restore.uid)
 
     def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(ref(self.body), type_, reason, message))
+        self.events.append(Event(ref(self.restore), type_, reason, message))
 
     def condition(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        self.status.conditions = cond.set_condition(
-            self.status.conditions,
-            type=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            now=self.now,
-            generation=self.generation,
+        self.status.conditions = self.with_condition(
+            self.status.conditions, type_, status, reason, message
         )
 
     def current_step(self) -> StepRecord | None:
@@ -146,13 +152,12 @@ class RestoreService:
         with self._guard:
             self._locks.pop((namespace, name), None)
 
-    def release(self, body: dict[str, Any]) -> list[Event]:
+    def release(self, restore: Restore) -> list[Event]:
         """A restore deleted mid-way: scale back every workload it stopped (its Jobs go with it,
         the runner's SIGTERM handling cleans up scratch targets). Only workloads still carrying
         this restore's mark are touched, to the replicas the mark recorded."""
-        meta = body["metadata"]
-        namespace, name = str(meta["namespace"]), str(meta["name"])
-        status = RestoreStatus.model_validate(body.get("status") or {})
+        namespace, name = restore.namespace, restore.name
+        status = restore.status or RestoreStatus()
         events: list[Event] = []
         with self._lock(namespace, name):
             for recorded in status.scaled_workloads:
@@ -172,7 +177,7 @@ class RestoreService:
                 )
                 events.append(
                     Event(
-                        ref(body),
+                        ref(restore),
                         "Normal",
                         "ScaledUp",
                         f"{w.kind} {w.name}: back to {replicas} (the restore was deleted)",
@@ -182,18 +187,18 @@ class RestoreService:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str, now: datetime) -> RestoreOutcome:
-        """Move a restore forward as far as it can go now; idempotent, safe to call any time."""
-        with self._lock(namespace, name):
-            body = self.kube.get_custom("LamassuRestore", namespace, name)
-            if body is None:
+    def reconcile(self, restore: Identity, now: datetime) -> RestoreOutcome:
+        """Move a restore forward as far as it can go now; idempotent, safe to call any time.
+
+        The restore is read again under its lock: every decision is made on its latest state.
+        """
+        with self._lock(restore.namespace, restore.name):
+            fresh = read_restore(self.kube, restore.namespace, restore.name)
+            if fresh is None:
                 return RestoreOutcome()
-            status = RestoreStatus.model_validate(body.get("status") or {})
-            try:
-                spec = RestoreSpec.model_validate(body.get("spec") or {})
-            except ValidationError as exc:
-                return self._invalid(body, status, exc, now)
-            ctx = _Ctx(body, spec, status, now)
+            if isinstance(fresh, Invalid):
+                return self._invalid(fresh, now)
+            ctx = _Ctx(fresh, fresh.spec, fresh.status or RestoreStatus(), now)
             requeue: float | None = None
             for _ in range(_MAX_TRANSITIONS):
                 before = ctx.status.phase
@@ -216,7 +221,7 @@ class RestoreService:
             return RestoreOutcome(events=ctx.events, requeue=requeue)
 
     def _save(self, ctx: _Ctx) -> None:
-        current = ctx.body.get("status") or {}
+        current = ctx.saved
         wanted = ctx.status.to_api()
         wanted["observedGeneration"] = ctx.generation
         patch = {k: v for k, v in wanted.items() if current.get(k) != v}
@@ -226,20 +231,16 @@ class RestoreService:
         if patch:
             self.kube.patch_status("LamassuRestore", ctx.namespace, ctx.name, patch)
             merged = {**current, **patch}
-            ctx.body["status"] = {k: v for k, v in merged.items() if v is not None}
+            ctx.saved = {k: v for k, v in merged.items() if v is not None}
 
-    def _invalid(
-        self, body: dict[str, Any], status: RestoreStatus, exc: ValidationError, now: datetime
-    ) -> RestoreOutcome:
+    def _invalid(self, restore: Invalid[RestoreStatus], now: datetime) -> RestoreOutcome:
         """A spec the models refuse: Failed, with the field and the fix; never retried."""
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        message = f"spec.{where}: {error['msg']}" if where else str(error["msg"])
+        status = restore.status
         if status.phase == RestorePhase.FAILED and status.reason == "InvalidSpec":
             return RestoreOutcome()
         # A spec that does not validate: only its defaults are read while ending it.
-        ctx = _Ctx(body, RestoreSpec.model_construct(), status, now)  # type: ignore[call-arg]
-        self._end(ctx, RestorePhase.FAILED, "InvalidSpec", message)
+        ctx = _Ctx(restore, RestoreSpec.model_construct(), status, now)  # type: ignore[call-arg]
+        self._end(ctx, RestorePhase.FAILED, "InvalidSpec", restore.message)
         self._save(ctx)
         return RestoreOutcome(events=ctx.events)
 
@@ -437,36 +438,32 @@ class RestoreService:
         return self._from_backup(ctx, chosen, "spec.source")
 
     def _from_backup(self, ctx: _Ctx, name: str, where: str) -> ResolvedBackup:
-        body = self.kube.get_custom("LamassuBackup", ctx.namespace, name)
-        if body is None:
-            created = parse_time(ctx.body["metadata"].get("creationTimestamp")) or ctx.now
+        backup = read_backup(self.kube, ctx.namespace, name)
+        if backup is None:
+            created = ctx.created_at
             message = f"LamassuBackup {ctx.namespace}/{name} ({where}) does not exist"
             if ctx.now - created < timedelta(seconds=self.settings.policy_missing_grace_seconds):
                 raise _Wait(5.0, message + "; waiting for it")
             raise _Fail("BackupNotFound", message + ": name an existing backup")
-        status = body.get("status") or {}
-        phase = status.get("phase") or "Pending"
+        status = backup.status
+        assert status is not None
+        phase = status.phase.value
         if phase in ("Pending", "Running"):
             raise _Wait(5.0, f"LamassuBackup {name} is {phase}; waiting for it to complete")
-        if phase not in rp.USABLE_BACKUP_PHASES or not status.get("location"):
+        if phase not in rp.USABLE_BACKUP_PHASES or not status.location:
             raise _Fail(
                 "BackupNotUsable",
                 f"LamassuBackup {name} ({where}) is {phase}: only a completed set can be "
                 "restored; name another backup",
             )
-        policy = (body.get("spec") or {}).get("policyRef", {}).get("name")
-        complete = [
-            str(c)
-            for c, v in (status.get("components") or {}).items()
-            if isinstance(v, dict) and v.get("phase") == "Completed"
-        ]
+        complete = [c for c, v in status.components.items() if v.phase == BackupPhase.COMPLETED]
         return ResolvedBackup(
             components=sorted(complete),
             name=name,
-            location=str(status["location"]),
-            manifest_sha256=(status.get("manifest") or {}).get("sha256"),
-            policy=policy,
-            set_time=status.get("setTime"),
+            location=status.location,
+            manifest_sha256=status.manifest.sha256 if status.manifest else None,
+            policy=policy_of(backup) or None,
+            set_time=status.set_time,
         )
 
     def _check_secrets(self, ctx: _Ctx) -> None:
@@ -503,7 +500,7 @@ class RestoreService:
             me = rp.RestoreRef(
                 ctx.name,
                 ctx.status.phase.value,
-                parse_time(ctx.body["metadata"].get("creationTimestamp")),
+                parse_time(ctx.restore.creation_timestamp),
                 ctx.spec.dry_run,
             )
             blocker = rp.blocking_restore(me, others)
@@ -549,7 +546,7 @@ class RestoreService:
             ctx.status.warnings += 1
             self._done(ctx, "skipped")
             return
-        name = rp.pre_restore_backup_name(ctx.name, str(ctx.body["metadata"].get("uid", "")))
+        name = rp.pre_restore_backup_name(ctx.name, ctx.restore.uid)
         if ctx.status.pre_restore_backup is None:
             ctx.status.pre_restore_backup = name
             self._save(ctx)  # recorded first: retention protects it from the start
@@ -562,31 +559,25 @@ class RestoreService:
             )
             resource["metadata"]["labels"][rp.LABEL_RESTORE] = layout.bounded_name(ctx.name)
             self.kube.create_custom("LamassuBackup", ctx.namespace, resource)
-        body = self.kube.get_custom("LamassuBackup", ctx.namespace, name)
-        if body is None:
+        backup = read_backup(self.kube, ctx.namespace, name)
+        if backup is None:
             raise _Fail(
                 "PreRestoreBackupFailed",
                 f"the pre-restore backup {name} was deleted before it completed; nothing was "
                 "restored",
             )
-        status = body.get("status") or {}
-        phase = status.get("phase") or "Pending"
+        status = backup.status
+        assert status is not None
+        phase = status.phase.value
         if phase in ("Pending", "Running"):
             raise _Wait(3.0, f"waiting for the pre-restore backup {name} ({phase})")
         if phase != "Completed":
-            why = next(
-                (
-                    c.get("message")
-                    for c in status.get("conditions") or []
-                    if c.get("type") == "Completed"
-                ),
-                phase,
-            )
+            why = next((c.message for c in status.conditions if c.type == "Completed"), phase)
             raise _Fail(
                 "PreRestoreBackupFailed",
                 f"the pre-restore backup {name} ended {phase} ({why}); nothing was restored",
             )
-        self._done(ctx, f"safety set {name} completed at {status.get('location')}")
+        self._done(ctx, f"safety set {name} completed at {status.location}")
 
     # -- ScalingDown / ScalingUp ---------------------------------------------------------------
 
@@ -690,8 +681,7 @@ class RestoreService:
 
     def _restoring(self, ctx: _Ctx) -> None:
         if ctx.spec.mode == RestoreMode.IN_PLACE and ctx.status.swap_suffix is None:
-            created = parse_time(ctx.body["metadata"].get("creationTimestamp")) or ctx.now
-            ctx.status.swap_suffix = rp.swap_suffix(created)
+            ctx.status.swap_suffix = rp.swap_suffix(ctx.created_at)
         state = self._job(ctx, "restore", self._components(ctx))
         result = state.result
         evidence = dict(result.evidence) if result else {}
@@ -818,20 +808,16 @@ class RestoreService:
         assert resolved is not None
         policy: BackupPolicySpec | None = None
         if resolved.policy:
-            body = self.kube.get_custom("LamassuBackupPolicy", ctx.namespace, resolved.policy)
-            if body is None:
+            found = read_policy(self.kube, ctx.namespace, resolved.policy)
+            if found is None:
                 raise _Fail(
                     "PolicyNotFound",
                     f"LamassuBackupPolicy {resolved.policy} of backup {resolved.name} does not "
                     "exist: its servers and bucket are what the restore uses",
                 )
-            try:
-                policy = BackupPolicySpec.model_validate(body["spec"])
-            except ValidationError as exc:
-                raise _Fail(
-                    "InvalidPolicy",
-                    f"policy {resolved.policy} is invalid: {exc.errors()[0]['msg']}",
-                ) from None
+            if isinstance(found, Invalid):
+                raise _Fail("InvalidPolicy", f"policy {resolved.policy} is invalid: {found.detail}")
+            policy = found.spec
         return RestoreSource(resolved.location, resolved.name, policy)
 
     def _record_job(self, ctx: _Ctx, current: StepRecord | None, name: str) -> None:
@@ -872,7 +858,7 @@ class RestoreService:
             self._record_job(ctx, current if record else None, name)
             raise _Wait(2.0)
         owners = {o.get("uid") for o in job["metadata"].get("ownerReferences") or []}
-        if ctx.body["metadata"].get("uid") not in owners:
+        if ctx.restore.uid not in owners:
             # A Job of an earlier restore of the same name, not yet garbage-collected.
             raise _Wait(2.0, f"waiting for the earlier restore's Job {name} to be deleted")
         self._record_job(ctx, current if record else None, name)

@@ -18,7 +18,7 @@ from ..clients.kube import KubeApi
 from ..clients.s3 import S3Store
 from ..errors import LamassuBackupError
 from ..models.backup import BackupPhase
-from ..models.policy import BackupPolicySpec
+from ..models.resources import LamassuBackupPolicy
 from . import metrics, restore_guard
 from . import secrets as secret_refs
 from .common import Event, RunSummary, iso, ref
@@ -53,11 +53,10 @@ def delete_set(store: S3Store, prefix: str) -> int:
 
 
 def apply(
-    kube: KubeApi, body: dict[str, Any], runs: Sequence[RunSummary], now: datetime
+    kube: KubeApi, policy: LamassuBackupPolicy, runs: Sequence[RunSummary], now: datetime
 ) -> RetentionReport:
     """Select and delete expired sets of one policy."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    spec = BackupPolicySpec.model_validate(body["spec"])
+    namespace, name, spec = policy.namespace, policy.name, policy.spec
     report = RetentionReport()
     infos = [
         BackupInfo(
@@ -90,7 +89,7 @@ def apply(
         report.errors.append(exc.message)
         report.events.append(
             Event(
-                ref(body),
+                ref(policy),
                 "Warning",
                 "RetentionFailed",
                 f"retention could not reach the bucket: {exc.message}",
@@ -117,7 +116,7 @@ def apply(
             metrics.RETENTION_ERRORS.labels(namespace, name).inc()
             report.events.append(
                 Event(
-                    ref(body),
+                    ref(policy),
                     "Warning",
                     "RetentionFailed",
                     f"could not delete {victim}: {exc.message}",
@@ -128,7 +127,7 @@ def apply(
         metrics.RETENTION_DELETED.labels(namespace, name).inc()
         report.events.append(
             Event(
-                ref(body),
+                ref(policy),
                 "Normal",
                 "RetentionDeleted",
                 f"deleted {victim} ({plan.deleted_reasons.get(victim, 'expired')})",

@@ -8,17 +8,16 @@ never stays Running when its Job is gone, failed or past its deadline.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-
-from pydantic import ValidationError
 
 from ..builders import conditions as cond
 from ..builders import jobs, layout, placement
 from ..builders.manifest import parse as parse_manifest
-from ..builders.manifest import status_artifacts
+from ..builders.manifest import status_record
 from ..clients.kube import KubeApi
+from ..components import registry
 from ..errors import LamassuBackupError
 from ..models.backup import (
     TERMINAL_BACKUP_PHASES,
@@ -29,15 +28,24 @@ from ..models.backup import (
     Trigger,
     VerificationPhase,
 )
-from ..models.common import ConditionStatus
 from ..models.policy import BackupPolicySpec
+from ..models.resources import Identity, LamassuBackup, LamassuBackupPolicy
 from ..models.runner import RunnerResult
-from . import metrics, verification
+from . import metrics, resources, verification
 from . import secrets as secret_refs
-from .common import Event, OnObject, Settings, iso, parse_time, ref, set_time_of
-from .job_state import JobState, job_state
-
-__all__ = ["JobState", "RunOutcome", "RunService", "job_state"]
+from .common import (
+    Event,
+    OnObject,
+    RunOutcome,
+    Settings,
+    completed,
+    iso,
+    parse_time,
+    ref,
+    set_time_of,
+)
+from .job_state import job_state
+from .resources import Backup, Invalid
 
 DEFAULT_RUNNER_ACCOUNT = "lamassu-backup-runner"
 _DEADLINE_GRACE = timedelta(minutes=5)
@@ -47,34 +55,58 @@ _DISCOVERED_GRACE = timedelta(minutes=2)
 Job controller retries a refused Pod, and a refusal that persists this long is not transient."""
 
 
-@dataclass
-class RunOutcome:
-    """What one reconcile did."""
+def _failed(
+    current: ComponentResult, reason: str | None, message: str | None, at: datetime
+) -> ComponentResult:
+    """A component's result, failed."""
+    return current.model_copy(
+        update={
+            "phase": BackupPhase.FAILED,
+            "reason": reason,
+            "message": message,
+            "completed_at": at,
+        }
+    )
 
-    patch: dict[str, Any] | None = None
-    events: list[Event] = field(default_factory=list)
-    finished: bool = False
-    """The run reached a terminal phase in this reconcile."""
 
-    succeeded: bool = False
+def _status(backup: Backup) -> BackupStatus:
+    """A run's status (parsing always sets one)."""
+    assert backup.status is not None
+    return backup.status
 
 
 @dataclass
 class _Run(OnObject):
     """One reconcile's inputs: the run, its policy, and what it backs up."""
 
-    body: dict[str, Any]
-    spec: BackupSpec
-    status: BackupStatus
-    policy: BackupPolicySpec
+    backup: LamassuBackup
+    policy_object: LamassuBackupPolicy
     components: list[str]
     now: datetime
 
+    @property
+    def spec(self) -> BackupSpec:
+        """The run's spec."""
+        return self.backup.spec
+
+    @property
+    def status(self) -> BackupStatus:
+        """The run's status as this reconcile found it."""
+        return _status(self.backup)
+
+    @property
+    def policy(self) -> BackupPolicySpec:
+        """The policy's spec."""
+        return self.policy_object.spec
+
+    @property
+    def subject(self) -> LamassuBackup:
+        """The run."""
+        return self.backup
+
     def owner(self) -> jobs.Owner:
         """The run as owner of its Jobs."""
-        return jobs.Owner(
-            self.body["apiVersion"], self.body["kind"], self.name, self.body["metadata"]["uid"]
-        )
+        return jobs.Owner(self.backup.api_version, self.backup.kind, self.name, self.backup.uid)
 
 
 class RunService:
@@ -95,89 +127,69 @@ class RunService:
         with self._guard:
             self._locks.pop((namespace, name), None)
 
-    def reconcile(self, body: dict[str, Any], now: datetime) -> RunOutcome:
+    def reconcile(self, backup: Identity, now: datetime) -> RunOutcome:
         """Move a run forward as far as it can go now, and record it; idempotent.
 
-        The status patch is written before the lock is released: a second reconcile (a Job
-        event racing the create handler) then reads the new state instead of starting the same
-        transition again, so each transition happens, and is announced, once.
+        The run is read again under its lock, and the status patch is written before the lock
+        is released: a second reconcile (a Job event racing the create handler) then reads the
+        new state instead of starting the same transition again, so each transition happens,
+        and is announced, once.
         """
-        meta = body["metadata"]
-        with self._lock(meta["namespace"], meta["name"]):
-            fresh = self.kube.get_custom("LamassuBackup", meta["namespace"], meta["name"])
+        with self._lock(backup.namespace, backup.name):
+            fresh = resources.read_backup(self.kube, backup.namespace, backup.name)
             if fresh is None:
                 return RunOutcome()
             outcome = self._reconcile(fresh, now)
             if outcome.patch:
-                self.kube.patch_status(
-                    "LamassuBackup", meta["namespace"], meta["name"], outcome.patch
-                )
+                self.kube.patch_status("LamassuBackup", fresh.namespace, fresh.name, outcome.patch)
             return outcome
 
-    def _reconcile(self, body: dict[str, Any], now: datetime) -> RunOutcome:  # noqa: PLR0911 - one return per refusal reads better than nesting
-        status = BackupStatus.model_validate(body.get("status") or {})
-        try:
-            spec = BackupSpec.model_validate(body["spec"])
-        except ValidationError as exc:
+    def _reconcile(self, backup: Backup, now: datetime) -> RunOutcome:  # noqa: PLR0911 - one return per refusal reads better than nesting
+        if isinstance(backup, Invalid):
             return self._fail(
-                body,
-                status,
-                now,
-                reason="InvalidSpec",
-                message=f"invalid spec: {exc.errors()[0]['msg']}",
+                backup, now, reason="InvalidSpec", message=f"invalid spec: {backup.detail}"
             )
+        status, spec = _status(backup), backup.spec
         if status.phase in TERMINAL_BACKUP_PHASES:
             if (
                 status.verification is not None
                 and status.verification.phase == VerificationPhase.RUNNING
             ):
-                outcome = verification.track(self.kube, body, spec, status, now)
-                return RunOutcome(
-                    outcome.patch, outcome.events, outcome.finished, outcome.succeeded
-                )
+                return verification.track(self.kube, backup, now)
             return RunOutcome()
         if spec.trigger == Trigger.DISCOVERED:
-            return self._discovered_without_set(body, status, now)
-        policy_body = self.kube.get_custom(
-            "LamassuBackupPolicy", body["metadata"]["namespace"], spec.policy_ref.name
-        )
-        if policy_body is None:
-            return self._policy_missing(body, spec, status, now)
-        try:
-            policy = BackupPolicySpec.model_validate(policy_body["spec"])
-        except ValidationError as exc:
+            return self._discovered_without_set(backup, now)
+        policy = resources.read_policy(self.kube, backup.namespace, spec.policy_ref.name)
+        if policy is None:
+            return self._policy_missing(backup, now)
+        if isinstance(policy, Invalid):
             return self._fail(
-                body,
-                status,
+                backup,
                 now,
                 reason="InvalidPolicy",
-                message=f"the policy is invalid: {exc.errors()[0]['msg']}",
+                message=f"the policy is invalid: {policy.detail}",
             )
-        configured = policy.components.names()
+        configured = policy.spec.components.names()
         components = [str(c) for c in spec.components] or configured
         unknown = [c for c in components if c not in configured]
         if unknown:
             return self._fail(
-                body,
-                status,
+                backup,
                 now,
                 reason="ComponentNotConfigured",
                 message=f"spec.components names {', '.join(unknown)}, which policy {spec.policy_ref.name} does not configure",
             )
-        run = _Run(body, spec, status, policy, components, now)
+        run = _Run(backup, policy, components, now)
         return self._start(run) if status.phase == BackupPhase.PENDING else self._track(run)
 
-    def _discovered_without_set(
-        self, body: dict[str, Any], status: BackupStatus, now: datetime
-    ) -> RunOutcome:
+    def _discovered_without_set(self, backup: LamassuBackup, now: datetime) -> RunOutcome:
         """Discovery writes a record's status right after creating it; one that never got it
         was made by hand (or discovery failed): say so instead of ignoring it forever."""
-        created = parse_time(body["metadata"].get("creationTimestamp")) or now
-        if status.phase != BackupPhase.PENDING or now - created < _DISCOVERED_GRACE:
+        created = parse_time(backup.creation_timestamp) or now
+        if _status(backup).phase != BackupPhase.PENDING or now - created < _DISCOVERED_GRACE:
             return RunOutcome()
         return self._fail(
-            body,
-            status,
+            backup,
             now,
             reason="InvalidTrigger",
             message=(
@@ -187,29 +199,25 @@ class RunService:
             ),
         )
 
-    def _policy_missing(
-        self, body: dict[str, Any], spec: BackupSpec, status: BackupStatus, now: datetime
-    ) -> RunOutcome:
+    def _policy_missing(self, backup: LamassuBackup, now: datetime) -> RunOutcome:
         """Wait a while for the policy (GitOps may apply it after the backup), then fail."""
-        namespace = body["metadata"]["namespace"]
-        created = parse_time(body["metadata"].get("creationTimestamp")) or now
-        message = f"LamassuBackupPolicy {namespace}/{spec.policy_ref.name} (spec.policyRef.name) does not exist"
+        status = _status(backup)
+        created = parse_time(backup.creation_timestamp) or now
+        message = f"LamassuBackupPolicy {backup.namespace}/{backup.spec.policy_ref.name} (spec.policyRef.name) does not exist"
         if now - created >= timedelta(seconds=self.settings.policy_missing_grace_seconds):
             return self._fail(
-                body,
-                status,
+                backup,
                 now,
                 reason="PolicyNotFound",
                 message=message + ": create it, or delete this backup",
             )
-        conditions = cond.set_condition(
+        conditions = completed(
             status.conditions,
-            type=cond.COMPLETED,
-            status=ConditionStatus.FALSE,
+            ok=False,
             reason="PolicyNotFound",
             message=message + "; waiting for it",
             now=now,
-            generation=body["metadata"].get("generation"),
+            generation=backup.generation,
         )
         if conditions != status.conditions:
             return RunOutcome(patch={"conditions": [c.to_api() for c in conditions]})
@@ -226,17 +234,17 @@ class RunService:
             if run.policy.runner.service_account_name == DEFAULT_RUNNER_ACCOUNT:
                 self.kube.ensure_runner_account(run.namespace, DEFAULT_RUNNER_ACCOUNT)
         except LamassuBackupError as exc:
-            return self._fail(run.body, run.status, run.now, reason=exc.reason, message=exc.message)
-        set_time = set_time_of(run.body)
+            return self._fail(run.backup, run.now, reason=exc.reason, message=exc.message)
+        set_time = set_time_of(run.backup)
         prefix = layout.set_prefix(
             run.policy.destination.s3.prefix, run.namespace, run.spec.policy_ref.name, set_time
         )
         results: dict[str, Any] = {}
         events: list[Event] = []
-        placed = self._place_volumes(run) if "volumes" in run.components else placement.Placement()
         try:
             for component in run.components:
-                if component == "volumes" and placed.problem:
+                placed = self._place(run, component)
+                if placed.problem:
                     # Said now, not after a Pod waited out its deadline; the rest still runs.
                     results[component] = ComponentResult(
                         phase=BackupPhase.FAILED,
@@ -246,10 +254,10 @@ class RunService:
                     ).to_api()
                     events.append(
                         Event(
-                            ref(run.body),
+                            ref(run.backup),
                             "Warning",
                             "ComponentFailed",
-                            f"volumes: {placed.problem}",
+                            f"{component}: {placed.problem}",
                         )
                     )
                     continue
@@ -261,7 +269,7 @@ class RunService:
                     set_time=set_time,
                     component=component,
                     owner=run.owner(),
-                    node=placed.node if component == "volumes" else None,
+                    node=placed.node,
                 )
                 self.kube.create_job(job)
                 results[component] = ComponentResult(
@@ -269,20 +277,18 @@ class RunService:
                 ).to_api()
         except LamassuBackupError as exc:
             return self._fail(
-                run.body,
-                run.status,
+                run.backup,
                 run.now,
                 reason=exc.reason,
                 message=f"could not start the runner Jobs: {exc.message}",
             )
-        conditions = cond.set_condition(
+        conditions = completed(
             run.status.conditions,
-            type=cond.COMPLETED,
-            status=ConditionStatus.FALSE,
+            ok=False,
             reason="Running",
             message=f"backing up {', '.join(run.components)}",
             now=run.now,
-            generation=run.body["metadata"].get("generation"),
+            generation=run.backup.generation,
         )
         location = layout.Location(run.policy.destination.s3.bucket, prefix).url
         patch = {
@@ -294,32 +300,36 @@ class RunService:
             "conditions": [c.to_api() for c in conditions],
         }
         event = Event(
-            ref(run.body),
+            ref(run.backup),
             "Normal",
             "Started",
             f"backing up {', '.join(run.components)} to {location}",
         )
         return RunOutcome(patch=patch, events=[event, *events])
 
-    def _place_volumes(self, run: _Run) -> placement.Placement:
-        """Where the volumes Job can mount its claims (or why it cannot run at all)."""
+    def _place(self, run: _Run, component: str) -> placement.Placement:
+        """Where a component's Job can mount its claims (or why it cannot run at all); no
+        constraint for a component that mounts none."""
+        wanted = registry.get(component).claims(run.policy.components)
+        if not wanted:
+            return placement.Placement()
         try:
             users = self.kube.claim_nodes(run.namespace)
             claims = []
-            for i, vol in enumerate(run.policy.components.volumes):
-                modes = self.kube.claim_access_modes(run.namespace, vol.claim_name)
+            for spec_field, claim in wanted:
+                modes = self.kube.claim_access_modes(run.namespace, claim)
                 claims.append(
                     placement.ClaimState(
-                        spec_field=f"spec.components.volumes[{i}].claimName",
-                        claim=vol.claim_name,
+                        spec_field=spec_field,
+                        claim=claim,
                         exists=modes is not None,
                         access_modes=tuple(modes or ()),
-                        nodes=frozenset(users.get(vol.claim_name, ())),
+                        nodes=frozenset(users.get(claim, ())),
                     )
                 )
         except LamassuBackupError as exc:
             return placement.Placement(
-                reason=exc.reason, problem=f"could not place the volumes Job: {exc.message}"
+                reason=exc.reason, problem=f"could not place the {component} Job: {exc.message}"
             )
         return placement.volume_placement(claims)
 
@@ -345,7 +355,7 @@ class RunService:
                 if updated.phase == BackupPhase.FAILED:
                     events.append(
                         Event(
-                            ref(run.body),
+                            ref(run.backup),
                             "Warning",
                             "ComponentFailed",
                             f"{component}: {updated.message}",
@@ -360,8 +370,7 @@ class RunService:
         if not any(results[c].phase == BackupPhase.COMPLETED for c in run.components):
             failures = "; ".join(f"{c}: {results[c].message}" for c in run.components)
             outcome = self._fail(
-                run.body,
-                run.status,
+                run.backup,
                 run.now,
                 reason="AllComponentsFailed",
                 message=failures,
@@ -377,38 +386,21 @@ class RunService:
         """A component's result from its Job; a vanished or overdue Job is a failure."""
         job = self.kube.get_job(run.namespace, job_name)
         if job is None:
-            return current.model_copy(
-                update={
-                    "phase": BackupPhase.FAILED,
-                    "reason": "JobDeleted",
-                    "message": f"the Job {job_name} was deleted before it finished",
-                    "completed_at": run.now,
-                }
+            return _failed(
+                current, "JobDeleted", f"the Job {job_name} was deleted before it finished", run.now
             )
         state = job_state(self.kube, job)
         if not state.done:
             refused = self._pods_refused(run, job)
             if refused is not None:
                 self.kube.delete_job(run.namespace, job_name)
-                return current.model_copy(
-                    update={
-                        "phase": BackupPhase.FAILED,
-                        "reason": "FailedCreate",
-                        "message": f"the Job {job_name} cannot create its Pod: {refused}",
-                        "completed_at": run.now,
-                    }
-                )
+                message = f"the Job {job_name} cannot create its Pod: {refused}"
+                return _failed(current, "FailedCreate", message, run.now)
             begun = state.started_at or run.status.started_at
             if begun is not None and run.now - begun > deadline:
                 self.kube.delete_job(run.namespace, job_name)
-                return current.model_copy(
-                    update={
-                        "phase": BackupPhase.FAILED,
-                        "reason": "DeadlineExceeded",
-                        "message": f"the Job {job_name} ran past spec.runner.activeDeadline and was stopped",
-                        "completed_at": run.now,
-                    }
-                )
+                message = f"the Job {job_name} ran past spec.runner.activeDeadline and was stopped"
+                return _failed(current, "DeadlineExceeded", message, run.now)
             return current
         if state.ok:
             return current.model_copy(
@@ -420,14 +412,7 @@ class RunService:
                     "message": None,
                 }
             )
-        return current.model_copy(
-            update={
-                "phase": BackupPhase.FAILED,
-                "reason": state.reason,
-                "message": state.message,
-                "completed_at": state.completed_at or run.now,
-            }
-        )
+        return _failed(current, state.reason, state.message, state.completed_at or run.now)
 
     def _pods_refused(self, run: _Run, job: dict[str, Any]) -> str | None:
         """Why a Job has made no Pod for a while (a missing ServiceAccount or PriorityClass,
@@ -469,7 +454,7 @@ class RunService:
                 namespace=run.namespace,
                 policy_name=run.spec.policy_ref.name,
                 backup_name=run.name,
-                set_time=run.status.set_time or set_time_of(run.body),
+                set_time=run.status.set_time or set_time_of(run.backup),
                 components=run.components,
                 owner=run.owner(),
             )
@@ -477,8 +462,7 @@ class RunService:
                 self.kube.create_job(manifest_job)
             except LamassuBackupError as exc:
                 return self._fail(
-                    run.body,
-                    run.status,
+                    run.backup,
                     run.now,
                     reason=exc.reason,
                     message=f"could not start the commit Job: {exc.message}",
@@ -492,8 +476,7 @@ class RunService:
                 return RunOutcome(patch=patch or None, events=events)
             self.kube.delete_job(run.namespace, commit_name)
             return self._fail(
-                run.body,
-                run.status,
+                run.backup,
                 run.now,
                 reason="FailedCreate",
                 message=f"the set was not committed: the Job {commit_name} cannot create its Pod: {refused}",
@@ -502,8 +485,7 @@ class RunService:
         if not state.ok or state.result is None or not state.result.manifest_key:
             message = state.message or "the commit Job left no result"
             return self._fail(
-                run.body,
-                run.status,
+                run.backup,
                 run.now,
                 reason=state.reason or "CommitFailed",
                 message=f"the set was not committed: {message}",
@@ -511,16 +493,14 @@ class RunService:
             )
         return self._finish(run, results, state.result, patch, events)
 
-    def _artifacts(
-        self, run: _Run, manifest_key: str, manifest_ref: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        """The manifest's artifacts with full keys (the termination message only has a summary)."""
+    def _recorded(
+        self, run: _Run, manifest_key: str, sha256: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """status.manifest and the artifacts with full keys, read from the committed manifest
+        (the termination message only has a summary)."""
         store = secret_refs.operator_store(self.kube, run.namespace, run.policy)
         manifest = parse_manifest(store.get_bytes(manifest_key))
-        prefix = manifest_key.removesuffix(layout.MANIFEST)
-        if manifest.signed_by:
-            manifest_ref["signatureKey"] = prefix + layout.SIGNATURE
-        return status_artifacts(manifest, prefix)
+        return status_record(manifest, manifest_key, sha256)
 
     def _finish(
         self,
@@ -554,11 +534,13 @@ class RunService:
         }
         artifacts: list[dict[str, Any]] = []
         try:
-            artifacts = self._artifacts(run, result.manifest_key, manifest_ref)
+            manifest_ref, artifacts = self._recorded(
+                run, result.manifest_key, manifest_ref["sha256"]
+            )
         except (LamassuBackupError, ValueError) as exc:
             events.append(
                 Event(
-                    ref(run.body),
+                    ref(run.backup),
                     "Warning",
                     "ManifestUnreadable",
                     f"the set is committed but the operator could not read its manifest: {exc}",
@@ -584,18 +566,21 @@ class RunService:
         )
         if failed:
             message = f"failed components: {', '.join(f'{c} ({results[c].message})' for c in failed)}; stored: {message}"
-        conditions = cond.set_condition(
+        conditions = completed(
             run.status.conditions,
-            type=cond.COMPLETED,
-            status=ConditionStatus.FALSE if failed else ConditionStatus.TRUE,
+            ok=not failed,
             reason=phase.value,
             message=message,
             now=run.now,
-            generation=run.body["metadata"].get("generation"),
+            generation=run.backup.generation,
         )
         patch["conditions"] = [c.to_api() for c in conditions]
-        events.append(Event(ref(run.body), "Warning" if failed else "Normal", phase.value, message))
-        events.extend(Event(ref(run.body), "Warning", "RunnerWarning", w) for w in result.warnings)
+        events.append(
+            Event(ref(run.backup), "Warning" if failed else "Normal", phase.value, message)
+        )
+        events.extend(
+            Event(ref(run.backup), "Warning", "RunnerWarning", w) for w in result.warnings
+        )
         self._record_metrics(run, results, artifacts, phase, duration)
         return RunOutcome(patch=patch, events=events, finished=True, succeeded=not failed)
 
@@ -624,8 +609,7 @@ class RunService:
 
     def _fail(
         self,
-        body: dict[str, Any],
-        status: BackupStatus,
+        backup: Backup,
         now: datetime,
         *,
         reason: str,
@@ -633,14 +617,14 @@ class RunService:
         extra: dict[str, Any] | None = None,
     ) -> RunOutcome:
         """End the run as Failed, saying why (condition, Event, metrics)."""
-        conditions = cond.set_condition(
+        status = _status(backup)
+        conditions = completed(
             status.conditions,
-            type=cond.COMPLETED,
-            status=ConditionStatus.FALSE,
+            ok=False,
             reason=reason,
             message=message,
             now=now,
-            generation=body["metadata"].get("generation"),
+            generation=backup.generation,
         )
         started = status.started_at or now
         patch = {
@@ -651,24 +635,30 @@ class RunService:
             "duration": cond.humanize_duration((now - started).total_seconds()),
             "conditions": [c.to_api() for c in conditions],
         }
-        namespace = body["metadata"]["namespace"]
-        policy_name = (body.get("spec") or {}).get("policyRef", {}).get("name", "")
-        metrics.RUNS.labels(namespace, policy_name, BackupPhase.FAILED.value).inc()
-        metrics.LAST_FAILURE.labels(namespace, policy_name).set(now.timestamp())
+        policy_name = resources.policy_of(backup)
+        metrics.RUNS.labels(backup.namespace, policy_name, BackupPhase.FAILED.value).inc()
+        metrics.LAST_FAILURE.labels(backup.namespace, policy_name).set(now.timestamp())
         return RunOutcome(
             patch=patch,
-            events=[Event(ref(body), "Warning", reason, message)],
+            events=[Event(ref(backup), "Warning", reason, message)],
             finished=True,
             succeeded=False,
         )
 
-    def cancel(self, body: dict[str, Any], reason: str, message: str, now: datetime) -> RunOutcome:
-        """Stop a running run (concurrencyPolicy Replace): its Jobs are deleted, it is Failed."""
-        meta = body["metadata"]
-        with self._lock(meta["namespace"], meta["name"]):
+    def cancel(
+        self, namespace: str, name: str, reason: str, message: str, now: datetime
+    ) -> list[Event]:
+        """Stop a running run (concurrencyPolicy Replace): its Jobs are deleted, it is Failed
+        (recorded here, under the run's lock, like every other change of a run's status)."""
+        with self._lock(namespace, name):
+            backup = resources.read_backup(self.kube, namespace, name)
+            if backup is None:
+                return []
             for job in self.kube.list_jobs(
-                meta["namespace"], f"{jobs.LABEL_BACKUP}={layout.label_value(meta['name'])}"
+                namespace, f"{jobs.LABEL_BACKUP}={layout.label_value(name)}"
             ):
-                self.kube.delete_job(meta["namespace"], job["metadata"]["name"])
-            status = BackupStatus.model_validate(body.get("status") or {})
-            return self._fail(body, status, now, reason=reason, message=message)
+                self.kube.delete_job(namespace, job["metadata"]["name"])
+            outcome = self._fail(backup, now, reason=reason, message=message)
+            if outcome.patch:
+                self.kube.patch_status("LamassuBackup", namespace, name, outcome.patch)
+            return outcome.events

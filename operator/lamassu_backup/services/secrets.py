@@ -7,71 +7,32 @@ message is what a person reads in ``kubectl describe`` at 3 a.m.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from ..builders import jobs
 from ..clients.kube import KubeApi
 from ..clients.s3 import S3Connection, S3Store
+from ..components import registry
+from ..components.base import Reference, aws_refs, key_refs
 from ..errors import ConfigurationError
-from ..models.common import AwsCredentialsSecretRef, BasicAuthSecretRef, SecretKeyRef
+from ..models.common import SecretKeyRef
 from ..models.policy import BackupPolicySpec
-
-
-@dataclass(frozen=True)
-class Reference:
-    """One Secret key the spec refers to."""
-
-    field: str
-    secret: str
-    key: str
 
 
 def references(spec: BackupPolicySpec, components: list[str] | None = None) -> list[Reference]:
     """Every Secret key a run of ``components`` (default: all) needs."""
-    wanted = set(components or spec.components.names())
-    refs: list[Reference] = []
-
-    def key_ref(field: str, ref: SecretKeyRef | None) -> None:
-        if ref is not None:
-            refs.append(Reference(field, ref.name, ref.key))
-
-    def basic(field: str, ref: BasicAuthSecretRef) -> None:
-        refs.append(Reference(f"{field}.usernameKey", ref.name, ref.username_key))
-        refs.append(Reference(f"{field}.passwordKey", ref.name, ref.password_key))
-
-    def aws(field: str, ref: AwsCredentialsSecretRef | None) -> None:
-        if ref is None:
-            return
-        refs.append(Reference(f"{field}.accessKeyIdKey", ref.name, ref.access_key_id_key))
-        refs.append(Reference(f"{field}.secretAccessKeyKey", ref.name, ref.secret_access_key_key))
-        if ref.session_token_key:
-            refs.append(Reference(f"{field}.sessionTokenKey", ref.name, ref.session_token_key))
-
     s3 = spec.destination.s3
-    aws("spec.destination.s3.credentialsSecret", s3.credentials_secret)
-    key_ref("spec.destination.s3.caSecret", s3.ca_secret)
     gpg = spec.encryption.gpg
-    key_ref("spec.encryption.gpg.recipientsSecret", gpg.recipients_secret)
-    key_ref("spec.encryption.gpg.signingKeySecret", gpg.signing_key_secret)
-    key_ref("spec.encryption.gpg.signingKeyPassphraseSecret", gpg.signing_key_passphrase_secret)
-    comps = spec.components
-    if comps.postgres and "postgres" in wanted:
-        basic("spec.components.postgres.credentialsSecret", comps.postgres.credentials_secret)
-        key_ref("spec.components.postgres.caSecret", comps.postgres.ca_secret)
-    if comps.vault and "vault" in wanted:
-        key_ref("spec.components.vault.caSecret", comps.vault.ca_secret)
-        key_ref("spec.components.vault.auth.tokenSecret", comps.vault.auth.token_secret)
-        if comps.vault.auth.app_role:
-            key_ref(
-                "spec.components.vault.auth.appRole.roleIdSecret",
-                comps.vault.auth.app_role.role_id_secret,
-            )
-            key_ref(
-                "spec.components.vault.auth.appRole.secretIdSecret",
-                comps.vault.auth.app_role.secret_id_secret,
-            )
-    if comps.aws_kms and "awsKms" in wanted:
-        aws("spec.components.awsKms.credentialsSecret", comps.aws_kms.credentials_secret)
+    refs = [
+        *aws_refs("spec.destination.s3.credentialsSecret", s3.credentials_secret),
+        *key_refs("spec.destination.s3.caSecret", s3.ca_secret),
+        *key_refs("spec.encryption.gpg.recipientsSecret", gpg.recipients_secret),
+        *key_refs("spec.encryption.gpg.signingKeySecret", gpg.signing_key_secret),
+        *key_refs(
+            "spec.encryption.gpg.signingKeyPassphraseSecret", gpg.signing_key_passphrase_secret
+        ),
+    ]
+    for component in registry.configured(spec.components, components or None):
+        refs += component.references(spec.components)
     return refs
 
 

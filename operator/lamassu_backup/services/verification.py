@@ -1,49 +1,185 @@
 """Verification: scheduled drills of a policy's newest set, and the evidence they leave.
 
-One service for both halves: starting a drill Job (the policy's schedule decides when) and
-following it to its evidence and the Verified condition on the run (the run's reconcile asks).
+The one service for all of it. On the policy's side (its tick asks): start the drill of a due
+verification tick, and the policy's Verified condition from the newest drill results. On the
+run's side (its reconcile asks): follow a drill Job to its evidence, and the run's Verified
+condition. It writes a LamassuBackup's ``status.verification`` (the drill it started); the
+policy service writes no LamassuBackup status.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..builders import conditions as cond
-from ..builders import jobs, layout
+from ..builders import jobs, layout, schedule
 from ..clients.kube import KubeApi
 from ..errors import LamassuBackupError
-from ..models.backup import BackupPhase, BackupSpec, BackupStatus, VerificationPhase
+from ..models.backup import BackupPhase, VerificationPhase
 from ..models.common import ConditionStatus
-from ..models.policy import BackupPolicySpec
-from . import metrics
-from .common import Event, RunSummary, iso, ref, set_time_of
+from ..models.resources import LamassuBackup
+from ..models.types import format_duration
+from . import metrics, resources
+from .common import Event, RunOutcome, iso, ref, set_time_of
 from .job_state import job_state
+from .tick import Tick
+
+# -- the policy's side -------------------------------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    """What following a drill did."""
+def on_tick(kube: KubeApi, t: Tick) -> None:
+    """Start scheduled drills; the Verified condition from the newest drill results."""
+    verified = [
+        r.verified_at for r in t.runs if r.verification_phase == "Verified" and r.verified_at
+    ]
+    latest = max(verified, default=None)
+    if latest:
+        t.patch["lastVerifiedTime"] = iso(latest)
+    v = t.spec.verification
+    if v.schedule and v.decryption_key_secret:
+        _drill_schedule(kube, t)
+    failed = [r for r in t.runs if r.verification_phase == "Failed"]
+    if t.verify_error is not None:
+        reason, _, message = t.verify_error.partition(": ")
+        before = cond.get_condition(t.conditions, cond.VERIFIED)
+        t.condition(
+            cond.VERIFIED,
+            ConditionStatus.FALSE,
+            reason,
+            f"test restores cannot run: {message} (backups are not affected)",
+        )
+        if before is None or before.reason != reason:
+            t.event("Warning", reason, message)
+    elif not v.schedule and not verified and not failed:
+        t.condition(
+            cond.VERIFIED,
+            ConditionStatus.UNKNOWN,
+            "NotConfigured",
+            "no verification.schedule: sets are not test-restored",
+        )
+    elif latest and t.now - latest <= v.max_age:
+        t.condition(
+            cond.VERIFIED,
+            ConditionStatus.TRUE,
+            "DrillSucceeded",
+            f"a set was test-restored successfully at {iso(latest)}",
+        )
+    elif failed:
+        t.condition(
+            cond.VERIFIED,
+            ConditionStatus.FALSE,
+            "DrillFailed",
+            f"the last test restore failed ({failed[-1].name}); see its status.verification",
+        )
+    else:
+        t.condition(
+            cond.VERIFIED,
+            ConditionStatus.FALSE,
+            "NotVerifiedRecently",
+            f"no successful test restore within verification.maxAge {format_duration(v.max_age)}",
+        )
 
-    patch: dict[str, Any] | None = None
-    events: list[Event] = field(default_factory=list)
-    finished: bool = False
-    succeeded: bool = False
+
+def _drill_schedule(kube: KubeApi, t: Tick) -> None:
+    """Start the drill of a due verification tick, unless its Secrets or a restore stop it."""
+    v = t.spec.verification
+    assert v.schedule is not None
+    last = t.status.last_verification_schedule_time
+    decision = schedule.decide(
+        schedule=v.schedule,
+        time_zone=t.spec.time_zone,
+        jitter=timedelta(0),
+        starting_deadline=t.spec.starting_deadline,
+        last_tick=last,
+        created_at=t.created_at,
+        now=t.now,
+        suspended=t.spec.suspend,
+    )
+    if decision.last_tick != (last or t.created_at):
+        t.patch["lastVerificationScheduleTime"] = iso(decision.last_tick)
+    t.wake.append(decision.next_due)
+    if decision.fire is None or t.paused:  # LamassuRestore hook: no drill during a restore
+        return
+    if t.verify_error is not None:
+        t.event(
+            "Warning",
+            "VerificationSkipped",
+            f"the drill due at {iso(decision.fire)} was skipped: {t.verify_error}",
+        )
+        return
+    for type_, reason, message in _start(kube, t, decision.fire):
+        t.event(type_, reason, message)
 
 
-def track(
-    kube: KubeApi, body: dict[str, Any], spec: BackupSpec, status: BackupStatus, now: datetime
-) -> Outcome:
+def _start(kube: KubeApi, t: Tick, tick: datetime) -> list[tuple[str, str, str]]:
+    """A drill Job for the newest completed set; returns (type, reason, message) for the policy's
+    Events. The run's status says the drill is Running, so its own reconcile then follows it."""
+    candidates = sorted(
+        (r for r in t.runs if r.phase == BackupPhase.COMPLETED.value and r.completed_at),
+        key=lambda r: r.completed_at or t.now,
+    )
+    if not candidates:
+        return [("Warning", "VerificationSkipped", "no completed set to test-restore yet")]
+    target = candidates[-1]
+    backup = resources.read_backup(kube, t.namespace, target.name)
+    if not isinstance(backup, LamassuBackup):
+        return []
+    components = [
+        c for c, phase in target.components.items() if phase == BackupPhase.COMPLETED.value
+    ]
+    owner = jobs.Owner(backup.api_version, backup.kind, backup.name, backup.uid)
+    job = jobs.verify_job(
+        t.spec,
+        namespace=t.namespace,
+        policy_name=t.name,
+        backup_name=target.name,
+        set_time=set_time_of(backup),
+        components=components,
+        tick=layout.set_time(tick),
+        owner=owner,
+    )
+    if job is None:
+        return []
+    try:
+        kube.create_job(job)
+    except LamassuBackupError as exc:
+        return [("Warning", "VerificationFailed", f"could not start the drill Job: {exc.message}")]
+    kube.patch_status(
+        "LamassuBackup",
+        t.namespace,
+        target.name,
+        {
+            "verification": {
+                "phase": "Running",
+                "jobName": job["metadata"]["name"],
+                "startedAt": iso(t.now),
+            }
+        },
+    )
+    return [
+        (
+            "Normal",
+            "VerificationStarted",
+            f"test-restoring {target.name} into scratch targets ({job['metadata']['name']})",
+        )
+    ]
+
+
+# -- the run's side ----------------------------------------------------------------------------
+
+
+def track(kube: KubeApi, backup: LamassuBackup, now: datetime) -> RunOutcome:
     """Follow a run's drill Job; when it ends, record the evidence and the Verified condition."""
+    status = backup.status
+    assert status is not None
     assert status.verification is not None
     verification = status.verification
-    namespace = body["metadata"]["namespace"]
+    namespace = backup.namespace
     job_name = verification.job_name or ""
     job = kube.get_job(namespace, job_name)
-    policy_name = spec.policy_ref.name
+    policy_name = backup.spec.policy_ref.name
     update: dict[str, Any]
     if job is None:
         update = {
@@ -53,7 +189,7 @@ def track(
     else:
         state = job_state(kube, job)
         if not state.done:
-            return Outcome()
+            return RunOutcome()
         evidence = state.result.evidence if state.result else {}
         if state.ok and state.result is not None and state.result.ok:
             update = {
@@ -82,19 +218,21 @@ def track(
         reason="DrillSucceeded" if verified else "DrillFailed",
         message=str(merged.get("message") or ""),
         now=now,
-        generation=body["metadata"].get("generation"),
+        generation=backup.generation,
     )
-    event = Event(
-        ref(body),
-        "Normal" if verified else "Warning",
-        "Verified" if verified else "VerificationFailed",
-        str(merged.get("message")),
-    )
-    return Outcome(
+    return RunOutcome(
         patch={"verification": merged, "conditions": [c.to_api() for c in conditions]},
-        events=[event],
+        events=[
+            Event(
+                ref(backup),
+                "Normal" if verified else "Warning",
+                "Verified" if verified else "VerificationFailed",
+                str(merged.get("message")),
+            )
+        ],
         finished=True,
         succeeded=verified,
+        policy=policy_name,
     )
 
 
@@ -112,66 +250,3 @@ def evidence_summary(evidence: dict[str, Any]) -> str:
         missing = keys.get("missing") or []
         parts.append("key consistency OK" if not missing else f"{len(missing)} key(s) missing")
     return "; ".join(parts) or json.dumps(evidence)[:200] or "drill succeeded"
-
-
-def start(
-    kube: KubeApi,
-    policy: BackupPolicySpec,
-    *,
-    namespace: str,
-    policy_name: str,
-    runs: Sequence[RunSummary],
-    tick: datetime,
-    now: datetime,
-) -> list[tuple[str, str, str]]:
-    """A drill Job for the newest completed set; returns (type, reason, message) for the policy's
-    Events. The run's status says the drill is Running, so its own reconcile then follows it."""
-    candidates = sorted(
-        (r for r in runs if r.phase == BackupPhase.COMPLETED.value and r.completed_at),
-        key=lambda r: r.completed_at or now,
-    )
-    if not candidates:
-        return [("Warning", "VerificationSkipped", "no completed set to test-restore yet")]
-    target = candidates[-1]
-    backup = kube.get_custom("LamassuBackup", namespace, target.name)
-    if backup is None:
-        return []
-    components = [
-        c for c, phase in target.components.items() if phase == BackupPhase.COMPLETED.value
-    ]
-    owner = jobs.Owner(backup["apiVersion"], backup["kind"], target.name, backup["metadata"]["uid"])
-    job = jobs.verify_job(
-        policy,
-        namespace=namespace,
-        policy_name=policy_name,
-        backup_name=target.name,
-        set_time=set_time_of(backup),
-        components=components,
-        tick=layout.set_time(tick),
-        owner=owner,
-    )
-    if job is None:
-        return []
-    try:
-        kube.create_job(job)
-    except LamassuBackupError as exc:
-        return [("Warning", "VerificationFailed", f"could not start the drill Job: {exc.message}")]
-    kube.patch_status(
-        "LamassuBackup",
-        namespace,
-        target.name,
-        {
-            "verification": {
-                "phase": "Running",
-                "jobName": job["metadata"]["name"],
-                "startedAt": iso(now),
-            }
-        },
-    )
-    return [
-        (
-            "Normal",
-            "VerificationStarted",
-            f"test-restoring {target.name} into scratch targets ({job['metadata']['name']})",
-        )
-    ]
