@@ -48,7 +48,7 @@ def _load_runner_config(args: argparse.Namespace) -> RunnerConfig:
 
 
 def _cmd_runner_backup(args: argparse.Namespace) -> int:
-    from .runner import backup
+    from .runner.backup import run as backup
 
     cfg = _load_runner_config(args)
     ctx = RunnerContext()
@@ -67,7 +67,7 @@ def _cmd_runner_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_runner_commit(args: argparse.Namespace) -> int:
-    from .runner import backup
+    from .runner.backup import run as backup
 
     cfg = _load_runner_config(args)
     ctx = RunnerContext()
@@ -85,7 +85,7 @@ RESTORE_CONFIG_ENV = "LAMASSU_RESTORE_CONFIG"
 
 
 def _cmd_runner_restore(args: argparse.Namespace) -> int:
-    from .runner import restore
+    from .runner.restore import run as restore
 
     if args.config:
         text = Path(args.config).read_text()

@@ -13,9 +13,9 @@ import requests
 
 from lamassu_backup.clients.gpg import Keyring
 from lamassu_backup.clients.s3 import MIB, S3Connection, S3Store
+from lamassu_backup.components.vault.raft import SnapshotVerifier
 from lamassu_backup.errors import IntegrityError, LamassuBackupError
-from lamassu_backup.runner.pipeline import IterSource, ProcessSource, encrypt_to_store
-from lamassu_backup.runner.raft import SnapshotVerifier
+from lamassu_backup.runner.stream.pipeline import IterSource, ProcessSource, encrypt_to_store
 from lamassu_platform.gpg import GpgKeys
 from lamassu_platform.openbao import OpenBao
 from lamassu_platform.s3 import S3Server

@@ -30,6 +30,10 @@ from lamassu_backup.builders import wal as walb
 from lamassu_backup.clients import postgres as pgc
 from lamassu_backup.clients.gpg import Keyring
 from lamassu_backup.clients.s3 import MIB, S3Connection, S3Store
+from lamassu_backup.components.postgres.wal import pitr
+from lamassu_backup.components.postgres.wal.basebackup import Signer, take_base_backup
+from lamassu_backup.components.postgres.wal.pitr_swap import bring_into_live
+from lamassu_backup.components.postgres.wal.wal_ship import WalShipper
 from lamassu_backup.errors import (
     ConfigurationError,
     DatabaseError,
@@ -37,10 +41,6 @@ from lamassu_backup.errors import (
     LamassuBackupError,
     SignatureError,
 )
-from lamassu_backup.runner import pitr
-from lamassu_backup.runner.basebackup import Signer, take_base_backup
-from lamassu_backup.runner.pitr_swap import bring_into_live
-from lamassu_backup.runner.wal_ship import WalShipper
 from lamassu_platform.gpg import GpgKeys
 from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.s3 import S3Server

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lamassu_backup.clients import postgres as pg_client
-from lamassu_backup.runner import restore_keys
+from lamassu_backup.components.volumes.restore import filesystem_key_ids
+from lamassu_backup.runner.restore import keys as restore_keys
 from lamassu_platform.lamassu import (
     DATABASES,
     FS_ENGINE,
@@ -150,7 +151,7 @@ def consistency(lamassu: Lamassu, pg: PostgresServer) -> restore_keys.KeyReport:
         restore_keys.KeyStore(
             FS_ENGINE,
             "filesystem",
-            frozenset(restore_keys.filesystem_key_ids(lamassu.fs_dir)),
+            frozenset(filesystem_key_ids(lamassu.fs_dir)),
             "the kms volume",
         ),
         restore_keys.KeyStore(

@@ -15,11 +15,12 @@ import pytest
 from pydantic import ValidationError
 
 from lamassu_backup.builders import jobs
+from lamassu_backup.components.volumes.spec import FilesystemKeyStore
 from lamassu_backup.models.policy import BackupPolicySpec
-from lamassu_backup.models.runner import FilesystemKeyStore, RestoreRunConfig, RunnerResult
-from lamassu_backup.runner import restore_keys
+from lamassu_backup.models.runner import RestoreRunConfig, RunnerResult
 from lamassu_backup.runner.context import RunnerContext
-from lamassu_backup.runner.restore import RestoreRun
+from lamassu_backup.runner.restore import keys as restore_keys
+from lamassu_backup.runner.restore.run import RestoreRun
 
 POLICY: dict[str, Any] = {
     "components": {

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lamassu_backup.builders import layout
+from lamassu_backup.components.postgres import plan as postgres_plan
+from lamassu_backup.components.vault import plan as vault_plan
 
 
 def test_set_time_round_trip() -> None:
@@ -61,14 +63,14 @@ def test_parse_set_prefix_rejects(key: str) -> None:
     ],
 )
 def test_postgres_keys(algorithm: str, key: str) -> None:
-    keys = layout.postgres_keys("ca", algorithm)
+    keys = postgres_plan.artifact_keys("ca", algorithm)
     assert keys.key == key
     assert keys.sidecar == "postgres/ca.dump.sha256"
     assert keys.plain_name == "ca.dump"
 
 
 def test_kv_keys_flatten_nested_mounts() -> None:
-    assert layout.kv_keys("pki/lamassu-kms").key == "vault/kv-pki_lamassu-kms.json.gpg"
+    assert vault_plan.kv_keys("pki/lamassu-kms").key == "vault/kv-pki_lamassu-kms.json.gpg"
 
 
 def test_sidecar_is_sha256sum_format() -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from lamassu_backup.components.postgres.spec import LAMASSU_DATABASES, CompressionAlgorithm
 from lamassu_backup.models import (
     BackupPolicySpec,
     LamassuBackupPolicy,
@@ -20,7 +21,6 @@ from lamassu_backup.models import (
     parse_resource,
 )
 from lamassu_backup.models.common import LabelSelector
-from lamassu_backup.models.policy import LAMASSU_DATABASES, CompressionAlgorithm
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 VALID = sorted(EXAMPLES.glob("*.yaml"))

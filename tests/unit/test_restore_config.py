@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
+from lamassu_backup.components.config.backup import config_archive
+from lamassu_backup.components.config.restore import apply_body, plan_changes, read_archive
 from lamassu_backup.errors import IntegrityError
-from lamassu_backup.runner.backup import config_archive
-from lamassu_backup.runner.restore_config import apply_body, plan_changes, read_archive
 
 
 def cm(name: str, data: dict[str, str], **meta: dict[str, str]) -> dict[str, object]:

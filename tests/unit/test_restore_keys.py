@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lamassu_backup.runner.restore_keys import (
+from lamassu_backup.components.vault.restore import export_key_ids
+from lamassu_backup.components.volumes.restore import filesystem_key_ids
+from lamassu_backup.runner.restore.keys import (
     EVIDENCE_IDS,
     CaCert,
     KeyStore,
@@ -13,8 +15,6 @@ from lamassu_backup.runner.restore_keys import (
     check,
     check_inventory,
     check_stores,
-    export_key_ids,
-    filesystem_key_ids,
 )
 
 K1, K2, K3, K4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)

@@ -7,15 +7,15 @@ from typing import Any
 import pytest
 
 from lamassu_backup.clients.postgres import DatabaseProps, _setting_value, database_props_sql
-from lamassu_backup.errors import ConfigurationError, IntegrityError
-from lamassu_backup.models.runner import ArtifactRecord
-from lamassu_backup.runner.restore_pg import (
+from lamassu_backup.components.postgres.restore import (
     PgTarget,
     check_name,
     plan_targets,
     select_artifacts,
     verify_facts,
 )
+from lamassu_backup.errors import ConfigurationError, IntegrityError
+from lamassu_backup.models.runner import ArtifactRecord
 
 
 def dump(name: str, size: int = 10, **details: Any) -> ArtifactRecord:

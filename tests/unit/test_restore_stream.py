@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from lamassu_backup.components.postgres.sinks import pg_restore_error
 from lamassu_backup.errors import DatabaseError, IntegrityError
-from lamassu_backup.runner.restore_stream import (
+from lamassu_backup.runner.stream.fetch import (
     BufferSink,
     FileSink,
     HeadTap,
     decompressor_argv,
     exit_text,
-    pg_restore_error,
 )
 
 
@@ -75,7 +75,7 @@ def test_pg_restore_errors_name_the_target_and_the_fix() -> None:
 
 def test_a_newer_pg_restore_s_settings_are_dropped_for_an_older_server() -> None:
     """pg_restore 17's script header sets transaction_timeout, which PostgreSQL 16 refuses."""
-    from lamassu_backup.runner.restore_stream import drop_unknown_settings
+    from lamassu_backup.components.postgres.sinks import drop_unknown_settings
 
     header = (
         b"SET statement_timeout = 0;\nSET lock_timeout = 0;\n"

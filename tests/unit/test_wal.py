@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lamassu_backup.builders import wal as walb
+from lamassu_backup.components.postgres.wal.basebackup import TarMemberTap, parse_backup_facts
+from lamassu_backup.components.postgres.wal.walinfo import parse_waldump
 from lamassu_backup.errors import IntegrityError
 from lamassu_backup.models.wal import BaseBackupInfo, WalRecord
-from lamassu_backup.runner.basebackup import TarMemberTap, parse_backup_facts
-from lamassu_backup.runner.walinfo import parse_waldump
 
 MB = 1024 * 1024
 SEG = 16 * MB

@@ -7,26 +7,21 @@ can always find, adopt or refuse to duplicate a Job after a restart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ..components import registry
+from ..components.base import RestoreRequest, SecretMounts
+from ..components.volumes.spec import FilesystemKeyStore
 from ..models.backup import Trigger
-from ..models.common import AwsCredentialsSecretRef, BasicAuthSecretRef, SecretKeyRef
-from ..models.policy import BackupPolicySpec, PostgresComponent, RunnerSettings, VaultComponent
+from ..models.policy import BackupPolicySpec, RunnerSettings
 from ..models.resources import GROUP
 from ..models.runner import (
     CONFIG_ENV,
-    SECRETS_ROOT,
-    AwsKmsSettings,
-    ConfigSettings,
-    FilesystemKeyStore,
     GpgSettings,
-    PostgresSettings,
     RestoreRunConfig,
     RunnerConfig,
     S3Settings,
-    VaultSettings,
-    VolumeSettings,
 )
 from . import layout, placement
 
@@ -36,113 +31,10 @@ LABEL_COMPONENT = f"{GROUP}/component"
 LABEL_ROLE = f"{GROUP}/role"
 MANAGED_BY = "lamassu-backup-operator"
 RESTORE_CONFIG_ENV = "LAMASSU_RESTORE_CONFIG"
-VOLUMES_ROOT = "/var/run/lamassu-backup/volumes"
 SCRATCH = "/tmp"  # noqa: S108 - an emptyDir in memory, the only writable path in the Pod
 
 
-@dataclass
-class _Mounts:
-    """Secret keys to mount, collected while building the runner config."""
-
-    volumes: list[dict[str, Any]] = field(default_factory=list)
-    mounts: list[dict[str, Any]] = field(default_factory=list)
-    _by_secret: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def file(self, secret: str, key: str, filename: str) -> str:
-        """Mount ``key`` of ``secret`` as ``filename``; returns the path the runner reads."""
-        volume = self._by_secret.get(secret)
-        if volume is None:
-            name = layout.bounded_name("secret", secret)
-            volume = {
-                "name": name,
-                "secret": {"secretName": secret, "items": [], "defaultMode": 0o440},
-            }
-            self._by_secret[secret] = volume
-            self.volumes.append(volume)
-            self.mounts.append(
-                {"name": name, "mountPath": f"{SECRETS_ROOT}/{secret}", "readOnly": True}
-            )
-        items = volume["secret"]["items"]
-        target = filename
-        existing = next((i for i in items if i["key"] == key), None)
-        if existing is not None:
-            target = existing["path"]
-        else:
-            items.append({"key": key, "path": target})
-        return f"{SECRETS_ROOT}/{secret}/{target}"
-
-    def ref(self, ref: SecretKeyRef | None, filename: str) -> str | None:
-        """Mount one SecretKeyRef (None passes through)."""
-        return self.file(ref.name, ref.key, filename) if ref else None
-
-
-def _aws_files(mounts: _Mounts, ref: AwsCredentialsSecretRef | None, prefix: str) -> dict[str, Any]:
-    """Mount an AWS key pair; no files at all means the Pod's ambient credentials (IRSA)."""
-    if ref is None:
-        return {}
-    files: dict[str, Any] = {
-        "access_key_id_file": mounts.file(
-            ref.name, ref.access_key_id_key, f"{prefix}-access-key-id"
-        ),
-        "secret_access_key_file": mounts.file(
-            ref.name, ref.secret_access_key_key, f"{prefix}-secret-access-key"
-        ),
-    }
-    if ref.session_token_key:
-        files["session_token_file"] = mounts.file(
-            ref.name, ref.session_token_key, f"{prefix}-session-token"
-        )
-    return files
-
-
-def _basic_auth(mounts: _Mounts, ref: BasicAuthSecretRef, prefix: str) -> tuple[str, str]:
-    return (
-        mounts.file(ref.name, ref.username_key, f"{prefix}-username"),
-        mounts.file(ref.name, ref.password_key, f"{prefix}-password"),
-    )
-
-
-def vault_settings(mounts: _Mounts, vault: VaultComponent) -> VaultSettings:
-    """Runner settings for a Vault component, with its auth material mounted."""
-    auth = vault.auth
-    return VaultSettings(
-        address=vault.address,
-        ca_file=mounts.ref(vault.ca_secret, "vault-ca.crt"),
-        token_file=mounts.ref(auth.token_secret, "vault-token"),
-        role_id_file=mounts.ref(auth.app_role.role_id_secret, "vault-role-id")
-        if auth.app_role
-        else None,
-        secret_id_file=mounts.ref(auth.app_role.secret_id_secret, "vault-secret-id")
-        if auth.app_role
-        else None,
-        approle_mount=auth.app_role.mount_path if auth.app_role else "approle",
-        kubernetes_role=auth.kubernetes.role if auth.kubernetes else None,
-        kubernetes_mount=auth.kubernetes.mount_path if auth.kubernetes else "kubernetes",
-        raft_snapshot=vault.raft_snapshot,
-        kv_mounts=list(vault.kv_mounts),
-    )
-
-
-def postgres_settings(mounts: _Mounts, pg: PostgresComponent) -> PostgresSettings:
-    """Runner settings for the PostgreSQL server, with its credentials mounted."""
-    user_file, password_file = _basic_auth(mounts, pg.credentials_secret, "postgres")
-    return PostgresSettings(
-        host=pg.host,
-        port=pg.port,
-        ssl_mode=pg.ssl_mode,
-        ca_file=mounts.ref(pg.ca_secret, "postgres-ca.crt"),
-        username_file=user_file,
-        password_file=password_file,
-        layout=pg.layout,
-        databases=list(pg.databases),
-        database=pg.database,
-        schemas=list(pg.schemas),
-        compression=pg.compression,
-        parallel=pg.parallel,
-    )
-
-
-def s3_settings(mounts: _Mounts, policy: BackupPolicySpec) -> S3Settings:
+def s3_settings(mounts: SecretMounts, policy: BackupPolicySpec) -> S3Settings:
     """Runner settings for the destination bucket."""
     s3 = policy.destination.s3
     return S3Settings(
@@ -154,7 +46,7 @@ def s3_settings(mounts: _Mounts, policy: BackupPolicySpec) -> S3Settings:
         sse=s3.server_side_encryption.type,
         kms_key_id=s3.server_side_encryption.kms_key_id,
         storage_class=s3.storage_class,
-        **_aws_files(mounts, s3.credentials_secret, "s3"),
+        **mounts.aws(s3.credentials_secret, "s3"),
     )
 
 
@@ -168,22 +60,25 @@ def key_store_settings(
     ``components.volumes[].keyStoreEngine``); without a policy (a bare S3 set) nothing is
     declared and the runner keeps its old behaviour (every engine looked for in Vault).
     """
-    if policy is None:
-        return [], []
-    comps = policy.components
-    vault_engines = list(comps.vault.key_store_engines) if comps.vault else []
-    filesystem = [
-        FilesystemKeyStore(engine=v.key_store_engine, volume=v.name, path=v.key_store_path)
-        for v in comps.volumes
-        if v.key_store_engine
-    ]
-    return vault_engines, filesystem
+    settings = component_restore_settings(
+        SecretMounts(), RestoreRequest(namespace="", policy=policy, components=[], drill=True)
+    )
+    return settings.get("key_store_engines", []), settings.get("filesystem_key_stores", [])
+
+
+def component_restore_settings(mounts: SecretMounts, req: RestoreRequest) -> dict[str, Any]:
+    """Every component's part of a restore runner config (each decides from the request and the
+    policy whether it has one: a bare S3 set has no policy, its targets come from the spec)."""
+    out: dict[str, Any] = {}
+    for component in registry.COMPONENTS:
+        out.update(component.restore_settings(mounts, req))
+    return out
 
 
 def destination(policy: BackupPolicySpec) -> S3Settings:
     """The policy's bucket settings as the operator itself uses them (paths of mounted files
     mean nothing outside a Pod: the operator passes credential values instead)."""
-    return s3_settings(_Mounts(), policy)
+    return s3_settings(SecretMounts(), policy)
 
 
 def runner_config(
@@ -194,7 +89,7 @@ def runner_config(
     backup_name: str,
     set_time: str,
     components: list[str],
-    mounts: _Mounts,
+    mounts: SecretMounts,
 ) -> RunnerConfig:
     """The runner configuration for ``components`` of one set, mounting what they need."""
     comps = policy.components
@@ -218,29 +113,8 @@ def runner_config(
             ),
         ),
     }
-    if "postgres" in components and comps.postgres:
-        cfg["postgres"] = postgres_settings(mounts, comps.postgres)
-    if "vault" in components and comps.vault:
-        cfg["vault"] = vault_settings(mounts, comps.vault)
-    if "config" in components and comps.config:
-        cfg["config"] = ConfigSettings(
-            namespace=namespace,
-            config_maps=list(comps.config.config_maps),
-            secrets=list(comps.config.secrets),
-            selector=comps.config.selector.to_query() if comps.config.selector else None,
-        )
-    if "volumes" in components:
-        cfg["volumes"] = [
-            VolumeSettings(name=v.name, path=f"{VOLUMES_ROOT}/{v.name}") for v in comps.volumes
-        ]
-    if "awsKms" in components and comps.aws_kms:
-        kms = comps.aws_kms
-        cfg["aws_kms"] = AwsKmsSettings(
-            region=kms.region,
-            endpoint=kms.endpoint,
-            key_ids=list(kms.key_ids),
-            **_aws_files(mounts, kms.credentials_secret, "kms"),
-        )
+    for component in registry.configured(comps, components):
+        cfg.update(component.runner_settings(mounts, comps, namespace))
     return RunnerConfig(**cfg)
 
 
@@ -294,7 +168,7 @@ def job_manifest(
     labels: dict[str, str],
     command: list[str],
     env: dict[str, str],
-    mounts: _Mounts,
+    mounts: SecretMounts,
     extra_volumes: list[dict[str, Any]] | None = None,
     extra_mounts: list[dict[str, Any]] | None = None,
     node: str | None = None,
@@ -385,32 +259,6 @@ def verify_job_name(backup: str, time_str: str) -> str:
     return layout.bounded_name(backup, f"verify-{time_str.lower()}")
 
 
-def claim_mounts(
-    policy: BackupPolicySpec, *, read_only: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The policy's volumes as Pod volumes and mounts at ``VOLUMES_ROOT/<name>`` (backups read
-    them; an in-place restore writes them, or reads a key store it checks the keys against)."""
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    for vol in policy.components.volumes:
-        vname = layout.bounded_name("data", vol.name)
-        volumes.append(
-            {
-                "name": vname,
-                "persistentVolumeClaim": {"claimName": vol.claim_name, "readOnly": read_only},
-            }
-        )
-        mount: dict[str, Any] = {
-            "name": vname,
-            "mountPath": f"{VOLUMES_ROOT}/{vol.name}",
-            "readOnly": read_only,
-        }
-        if vol.sub_path:
-            mount["subPath"] = vol.sub_path
-        mounts.append(mount)
-    return volumes, mounts
-
-
 def backup_job(
     policy: BackupPolicySpec,
     *,
@@ -426,7 +274,7 @@ def backup_job(
 
     ``node`` pins it to the node holding the volumes' ReadWriteOnce claims (see placement).
     """
-    mounts = _Mounts()
+    mounts = SecretMounts()
     cfg = runner_config(
         policy,
         namespace=namespace,
@@ -436,9 +284,7 @@ def backup_job(
         components=[component],
         mounts=mounts,
     )
-    extra_volumes, extra_mounts = (
-        claim_mounts(policy, read_only=True) if component == "volumes" else ([], [])
-    )
+    extra_volumes, extra_mounts = registry.get(component).pod_volumes(policy.components)
     return job_manifest(
         name=component_job_name(backup_name, component),
         namespace=namespace,
@@ -483,7 +329,7 @@ def commit_job(
     owner: Owner,
 ) -> dict[str, Any]:
     """The Job that writes the set's manifest (and signature) once every component Job ended."""
-    mounts = _Mounts()
+    mounts = SecretMounts()
     # Built for no component, so only the bucket and the GPG keys are mounted: the commit reads
     # the part records and signs, it never needs database or Vault credentials.
     slim = runner_config(
@@ -522,18 +368,16 @@ def verify_job(
     verification = policy.verification
     if verification.decryption_key_secret is None:
         return None
-    mounts = _Mounts()
+    mounts = SecretMounts()
     source = s3_settings(mounts, policy)
-    comps = policy.components
-    pg_settings = (
-        postgres_settings(mounts, comps.postgres)
-        if comps.postgres and "postgres" in components
-        else None
+    drilled = [
+        c.name
+        for c in registry.configured(policy.components, components)
+        if c.drilled(policy.components)
+    ]
+    request = RestoreRequest(
+        namespace=namespace, policy=policy, components=drilled, step="restore", drill=True
     )
-    vault_engines, filesystem_stores = key_store_settings(policy)
-    # The drill restores the volumes too when a filesystem engine keeps its keys on one: the
-    # key check reads them from the scratch copy (the claims are not mounted: the set is read).
-    drilled = ("postgres", "vault", "volumes") if filesystem_stores else ("postgres", "vault")
     cfg = RestoreRunConfig(
         namespace=namespace,
         restore=verify_job_name(backup_name, tick),
@@ -555,13 +399,8 @@ def verify_job(
         ),
         signer_key_file=mounts.ref(verification.signer_key_secret, "signer.asc"),
         require_signature=verification.signer_key_secret is not None,
-        postgres=pg_settings,
-        vault=vault_settings(mounts, comps.vault)
-        if comps.vault and "vault" in components
-        else None,
         key_consistency=verification.key_consistency,
-        key_store_engines=vault_engines,
-        filesystem_key_stores=filesystem_stores,
+        **component_restore_settings(mounts, request),
     )
     return job_manifest(
         name=verify_job_name(backup_name, tick),

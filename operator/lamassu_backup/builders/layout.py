@@ -131,40 +131,10 @@ class ArtifactKeys:
     """The file the sidecar names: the artifact after decryption (and decompression)."""
 
 
-def postgres_keys(database: str, algorithm: str) -> ArtifactKeys:
-    """postgres/<db>.dump[.zst|.lz4].gpg with sidecar postgres/<db>.dump.sha256."""
-    plain = f"{safe_segment(database)}.dump"
-    return ArtifactKeys(
-        f"postgres/{plain}{compression_suffix(algorithm)}.gpg", f"postgres/{plain}.sha256", plain
-    )
-
-
-def raft_keys() -> ArtifactKeys:
-    """vault/raft.snap.gpg with sidecar vault/raft.snap.sha256."""
-    return ArtifactKeys("vault/raft.snap.gpg", "vault/raft.snap.sha256", "raft.snap")
-
-
-def kv_keys(mount: str) -> ArtifactKeys:
-    """vault/kv-<mount>.json.gpg with its sidecar."""
-    plain = f"kv-{safe_segment(mount)}.json"
-    return ArtifactKeys(f"vault/{plain}.gpg", f"vault/{plain}.sha256", plain)
-
-
-def config_keys() -> ArtifactKeys:
-    """config/config.tar.gz.gpg with its sidecar."""
-    return ArtifactKeys("config/config.tar.gz.gpg", "config/config.tar.gz.sha256", "config.tar.gz")
-
-
-def volume_keys(name: str) -> ArtifactKeys:
-    """volumes/<name>.tar.gz.gpg with its sidecar."""
-    plain = f"{safe_segment(name)}.tar.gz"
-    return ArtifactKeys(f"volumes/{plain}.gpg", f"volumes/{plain}.sha256", plain)
-
-
-def aws_kms_keys() -> ArtifactKeys:
-    """aws-kms/kms-metadata.json.gpg with its sidecar."""
-    plain = "kms-metadata.json"
-    return ArtifactKeys(f"aws-kms/{plain}.gpg", f"aws-kms/{plain}.sha256", plain)
+def artifact_keys(folder: str, plain: str, stored_suffix: str = "") -> ArtifactKeys:
+    """<folder>/<plain><stored_suffix>.gpg with sidecar <folder>/<plain>.sha256 (each component
+    names its folder and files; the shape is the same for all)."""
+    return ArtifactKeys(f"{folder}/{plain}{stored_suffix}.gpg", f"{folder}/{plain}.sha256", plain)
 
 
 def part_key(component: str) -> str:

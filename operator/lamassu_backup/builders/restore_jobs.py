@@ -9,22 +9,15 @@ Secret volumes, as for backups; names are deterministic (one Job per step and re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from ..components import registry
+from ..components.base import RestoreRequest, SecretMounts, Step
 from ..models.policy import BackupPolicySpec, RunnerSettings
 from ..models.restore import RestoreSpec, S3Source
-from ..models.runner import (
-    ConfigSettings,
-    PostgresSettings,
-    RestoreRunConfig,
-    S3Settings,
-    VolumeSettings,
-)
-from ..models.runner import VaultSettings as RunnerVault
+from ..models.runner import RestoreRunConfig, S3Settings
 from . import jobs, layout
 from .restore_plan import LABEL_RESTORE, job_name
-
-Step = Literal["plan", "restore", "rollback", "finalize"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +40,7 @@ class RestoreSource:
         return rest[1] if len(rest) > 1 else ""
 
 
-def _s3_source(mounts: jobs._Mounts, spec: RestoreSpec, src: RestoreSource) -> S3Settings:
+def _s3_source(mounts: SecretMounts, spec: RestoreSpec, src: RestoreSource) -> S3Settings:
     if src.policy is not None:
         return jobs.s3_settings(mounts, src.policy)
     s3: S3Source | None = spec.source.s3 if spec.source else None
@@ -60,52 +53,8 @@ def _s3_source(mounts: jobs._Mounts, spec: RestoreSpec, src: RestoreSource) -> S
         force_path_style=s3.force_path_style,
         ca_file=mounts.ref(s3.ca_secret, "s3-ca.crt"),
         sse="none",
-        **jobs._aws_files(mounts, s3.credentials_secret, "s3"),
+        **mounts.aws(s3.credentials_secret, "s3"),
     )
-
-
-def _postgres(
-    mounts: jobs._Mounts, spec: RestoreSpec, policy: BackupPolicySpec | None
-) -> PostgresSettings | None:
-    target = spec.target.postgres if spec.target else None
-    if target is not None:
-        user_file, password_file = jobs._basic_auth(mounts, target.credentials_secret, "postgres")
-        return PostgresSettings(
-            host=target.host,
-            port=target.port,
-            ssl_mode=target.ssl_mode,
-            ca_file=mounts.ref(target.ca_secret, "postgres-ca.crt"),
-            username_file=user_file,
-            password_file=password_file,
-        )
-    if policy is not None and policy.components.postgres is not None:
-        return jobs.postgres_settings(mounts, policy.components.postgres)
-    return None
-
-
-def _vault(
-    mounts: jobs._Mounts, spec: RestoreSpec, policy: BackupPolicySpec | None
-) -> RunnerVault | None:
-    target = spec.target.vault if spec.target else None
-    if policy is not None and policy.components.vault is not None:
-        vault = policy.components.vault
-        if target is not None:
-            vault = vault.model_copy(
-                update={
-                    "address": target.address,
-                    "ca_secret": target.ca_secret,
-                    "auth": target.auth,
-                }
-            )
-        return jobs.vault_settings(mounts, vault)
-    if target is not None:
-        from ..models.policy import VaultComponent
-
-        return jobs.vault_settings(
-            mounts,
-            VaultComponent(address=target.address, ca_secret=target.ca_secret, auth=target.auth),
-        )
-    return None
 
 
 def run_config(
@@ -117,27 +66,10 @@ def run_config(
     step: Step,
     components: list[str],
     swap_suffix: str | None,
-    mounts: jobs._Mounts,
+    mounts: SecretMounts,
 ) -> RestoreRunConfig:
     """The runner's configuration for one step, mounting the Secrets it needs."""
-    policy = src.policy
-    wants_pg = step in ("rollback", "finalize") or "postgres" in components
-    wants_vault = step == "plan" or "vault" in components
-    key_store_engines, filesystem_key_stores = jobs.key_store_settings(policy)
-    in_place = spec.mode.value != "Drill"
-    volumes = (
-        [
-            VolumeSettings(name=v.name, path=f"{jobs.VOLUMES_ROOT}/{v.name}")
-            for v in policy.components.volumes
-        ]
-        if in_place and policy is not None
-        else []
-    )
-    config = None
-    if "config" in components:
-        config = ConfigSettings(
-            namespace=(spec.target.namespace if spec.target else None) or namespace
-        )
+    request = _request(spec, src, namespace=namespace, step=step, components=components)
     return RestoreRunConfig(
         namespace=namespace,
         restore=restore,
@@ -156,19 +88,23 @@ def run_config(
         ),
         signer_key_file=mounts.ref(spec.signer_key_secret, "signer.asc"),
         require_signature=not spec.insecure_skip_signature_check,
-        postgres=_postgres(mounts, spec, policy) if wants_pg else None,
-        postgres_jobs=spec.options.postgres.jobs,
-        keep_previous=spec.options.postgres.keep_previous,
         swap_suffix=swap_suffix,
-        vault=_vault(mounts, spec, policy) if wants_vault and "vault" in components else None,
-        vault_method=spec.options.vault.method,
-        overwrite_existing=spec.options.vault.overwrite_existing,
-        config=config,
-        volumes=volumes,
         key_consistency=spec.validation.key_consistency,
-        key_store_engines=key_store_engines,
-        filesystem_key_stores=filesystem_key_stores,
         dry_run=spec.dry_run and step == "plan",
+        **jobs.component_restore_settings(mounts, request),
+    )
+
+
+def _request(
+    spec: RestoreSpec, src: RestoreSource, *, namespace: str, step: Step, components: list[str]
+) -> RestoreRequest:
+    return RestoreRequest(
+        namespace=namespace,
+        policy=src.policy,
+        components=list(components),
+        step=step,
+        spec=spec,
+        drill=spec.mode.value == "Drill",
     )
 
 
@@ -184,7 +120,7 @@ def restore_job(
     owner: jobs.Owner,
 ) -> dict[str, Any]:
     """The Job running one step of a restore."""
-    mounts = jobs._Mounts()
+    mounts = SecretMounts()
     cfg = run_config(
         spec,
         src,
@@ -195,14 +131,13 @@ def restore_job(
         swap_suffix=swap_suffix,
         mounts=mounts,
     )
-    # In place, the live volumes are mounted: written when they are restored, read otherwise
-    # (the key check compares the restored databases with the key store they will meet).
+    request = _request(spec, src, namespace=namespace, step=step, components=components)
     volumes: list[dict[str, Any]] = []
     claim_mounts: list[dict[str, Any]] = []
-    if src.policy is not None and spec.mode.value != "Drill":
-        volumes, claim_mounts = jobs.claim_mounts(
-            src.policy, read_only="volumes" not in components or step == "plan"
-        )
+    for component in registry.COMPONENTS:
+        extra, mounted = component.restore_pod_volumes(request)
+        volumes += extra
+        claim_mounts += mounted
     runner = src.policy.runner if src.policy is not None else RunnerSettings()
     # A restore step must not be retried by the Job controller: the runner is idempotent, but a
     # second Pod after a failure would hide the first one's result (exit code 3 must be seen).

@@ -1,18 +1,35 @@
-"""Pure data models of the backup.lamassu.io resources. No I/O, no clients."""
+"""Pure data models of the backup.lamassu.io resources. No I/O, no clients.
 
-from .backup import BackupPhase, BackupSpec, BackupStatus, Trigger
-from .policy import BackupPolicySpec, BackupPolicyStatus
-from .resources import (
-    API_VERSION,
-    GROUP,
-    KINDS,
-    VERSION,
-    LamassuBackup,
-    LamassuBackupPolicy,
-    LamassuRestore,
-    parse_resource,
-)
-from .restore import RestoreMode, RestorePhase, RestoreSpec, RestoreStatus
+The names below are loaded on first use (PEP 562), not at import: the components' own models
+(``lamassu_backup.components.<name>.spec``) import ``models.base``, and an eager import of
+``models.policy`` here would import them back while they are half-initialized.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BackupPhase": "backup",
+    "BackupSpec": "backup",
+    "BackupStatus": "backup",
+    "Trigger": "backup",
+    "BackupPolicySpec": "policy",
+    "BackupPolicyStatus": "policy",
+    "API_VERSION": "resources",
+    "GROUP": "resources",
+    "KINDS": "resources",
+    "VERSION": "resources",
+    "LamassuBackup": "resources",
+    "LamassuBackupPolicy": "resources",
+    "LamassuRestore": "resources",
+    "parse_resource": "resources",
+    "RestoreMode": "restore",
+    "RestorePhase": "restore",
+    "RestoreSpec": "restore",
+    "RestoreStatus": "restore",
+}
 
 __all__ = [
     "API_VERSION",
@@ -34,3 +51,10 @@ __all__ = [
     "Trigger",
     "parse_resource",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -67,3 +67,9 @@ class StatusModel(CRModel):
     """Base for status models: tolerant of fields written by a newer operator version."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+class RunnerModel(BaseModel):
+    """Base of the operator-runner contract models (camelCase JSON, unknown fields refused)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")

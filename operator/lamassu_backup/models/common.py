@@ -17,6 +17,8 @@ OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*
 
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=OBJECT_NAME)]
 """The name of a ConfigMap, Secret or other object in the resource's namespace."""
+ENGINE_ID_MAX = 63
+"""Longest kms crypto engine id accepted (Lamassu's are short: filesystem-1, vault-1)."""
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a key-name pattern, not a secret
 
 

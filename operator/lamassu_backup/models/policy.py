@@ -8,37 +8,21 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ..components.aws_kms.spec import AwsKmsComponent
+from ..components.config.spec import ConfigComponent
+from ..components.postgres.spec import PostgresComponent
+from ..components.vault.spec import VaultComponent
+from ..components.volumes.spec import MAX_VOLUMES, VolumeSource
 from .base import CRModel, Rule, StatusModel
 from .common import (
-    DNS_LABEL,
     OBJECT_NAME,
     AwsCredentialsSecretRef,
-    BasicAuthSecretRef,
+    ComponentName,
     Condition,
-    LabelSelector,
     ObjectName,
     SecretKeyRef,
 )
 from .types import CronSchedule, Duration, Quantity, TimeZone
-
-LAMASSU_DATABASES = ["ca", "devicemanager", "dmsmanager", "alerts", "va", "kms"]
-"""The six databases of a standard Lamassu install (one per service)."""
-
-LAMASSU_CONFIGMAPS = [
-    "ca-config",
-    "kms-config",
-    "va-config",
-    "device-manager-config",
-    "dms-manager-config",
-    "alerts-config",
-]
-"""The ConfigMaps the Lamassu chart creates, one per service."""
-
-PG_IDENTIFIER = r"^[a-zA-Z_][a-zA-Z0-9_$-]{0,62}$"
-ENGINE_ID_MAX = 63
-"""Longest kms crypto engine id accepted (Lamassu's are short: filesystem-1, vault-1)."""
-MAX_VOLUMES = 32
-"""Volumes per policy: a bound the apiserver needs to cost the key-store uniqueness rule."""
 
 
 def _unique(values: list[Any]) -> bool:
@@ -52,303 +36,17 @@ class ConcurrencyPolicy(StrEnum):
     REPLACE = "Replace"
 
 
-class SslMode(StrEnum):
-    """libpq sslmode values."""
-
-    DISABLE = "disable"
-    ALLOW = "allow"
-    PREFER = "prefer"
-    REQUIRE = "require"
-    VERIFY_CA = "verify-ca"
-    VERIFY_FULL = "verify-full"
-
-
-class DatabaseLayout(StrEnum):
-    """How Lamassu's services keep their data in PostgreSQL."""
-
-    DATABASES = "Databases"
-    SCHEMAS = "Schemas"
-
-
-class CompressionAlgorithm(StrEnum):
-    """How dumps are compressed before encryption (GPG's own compression is always off)."""
-
-    ZSTD = "zstd"
-    LZ4 = "lz4"
-    GZIP = "gzip"
-    NONE = "none"
-
-
-class Compression(CRModel):
-    """Compression of database dumps.
-
-    ``zstd`` and ``lz4`` run as a separate stage after ``pg_dump -Z0`` (fast, multi-core); ``gzip``
-    is pg_dump's own compression (slow, but the decrypted file is directly ``pg_restore``-able);
-    ``none`` stores the plain custom-format dump.
-    """
-
-    algorithm: CompressionAlgorithm = CompressionAlgorithm.ZSTD
-    """zstd (default: the fastest measured choice with the smallest objects), lz4, gzip or none."""
-
-    level: int = Field(default=1, ge=0, le=19)
-    """Algorithm level; 1 is the measured sweet spot for zstd."""
-
-
-class PostgresComponent(CRModel):
-    """The PostgreSQL server holding Lamassu's databases; each is dumped with ``pg_dump -Fc``."""
-
-    host: str = Field(min_length=1)
-    """Host name or address of the PostgreSQL server, e.g. postgres.lamassu.svc."""
-
-    port: int = Field(default=5432, ge=1, le=65535)
-    """TCP port of the server."""
-
-    ssl_mode: SslMode = SslMode.PREFER
-    """libpq sslmode for every connection."""
-
-    ca_secret: SecretKeyRef | None = None
-    """CA certificate to verify the server with (for sslMode verify-ca / verify-full)."""
-
-    credentials_secret: BasicAuthSecretRef
-    """Secret with the username and password of a role that can read every database dumped."""
-
-    layout: DatabaseLayout = DatabaseLayout.DATABASES
-    """Databases: one database per service (Lamassu today). Schemas: one database, one schema per
-    service.
-    """
-
-    databases: list[str] = Field(
-        default_factory=lambda: list(LAMASSU_DATABASES),
-        min_length=1,
-        json_schema_extra={"items": {"type": "string", "pattern": PG_IDENTIFIER}},
-    )
-    """Databases to dump (layout Databases). Default: the six Lamassu databases."""
-
-    database: str = Field(default="lamassu", pattern=PG_IDENTIFIER)
-    """The single database to dump (layout Schemas)."""
-
-    schemas: list[str] = Field(
-        default_factory=list,
-        json_schema_extra={"items": {"type": "string", "pattern": PG_IDENTIFIER}},
-    )
-    """Schemas to dump (layout Schemas), one artifact each; empty: the whole database."""
-
-    compression: Compression = Field(default_factory=Compression)
-    """Dump compression."""
-
-    parallel: int = Field(default=2, ge=1, le=8)
-    """Databases dumped at the same time (measured: 2 lets the small ones finish beside the big one)."""
-
-    recovery_point_objective: Duration = timedelta(hours=2)
-    """The policy is Stale when the last successful dump is older than this."""
-
-
-class VaultTokenAuth(CRModel):
-    """Authenticate to Vault with a token kept in a Secret."""
-
-    token_secret: SecretKeyRef
-    """Secret key holding the token."""
-
-
-class VaultAppRoleAuth(CRModel):
-    """Authenticate to Vault with AppRole (what Lamassu's KMS itself uses)."""
-
-    role_id_secret: SecretKeyRef
-    """Secret key holding the role_id."""
-
-    secret_id_secret: SecretKeyRef
-    """Secret key holding the secret_id."""
-
-    mount_path: str = "approle"
-    """Mount path of the AppRole auth method."""
-
-
-class VaultKubernetesAuth(CRModel):
-    """Authenticate to Vault with the runner Pod's ServiceAccount token."""
-
-    role: str = Field(min_length=1)
-    """Vault role bound to the runner's ServiceAccount."""
-
-    mount_path: str = "kubernetes"
-    """Mount path of the Kubernetes auth method."""
-
-
-class VaultAuth(CRModel):
-    """How the runner authenticates to Vault/OpenBao: exactly one method."""
-
-    __rules__ = (
-        Rule(
-            "[has(self.tokenSecret), has(self.appRole), has(self.kubernetes)]"
-            ".filter(x, x).size() == 1",
-            "vault auth needs exactly one of tokenSecret, appRole or kubernetes",
-            lambda m: [m.token_secret, m.app_role, m.kubernetes].count(None) == 2,
-        ),
-    )
-
-    token_secret: SecretKeyRef | None = None
-    """Token auth."""
-
-    app_role: VaultAppRoleAuth | None = None
-    """AppRole auth."""
-
-    kubernetes: VaultKubernetesAuth | None = None
-    """Kubernetes auth."""
-
-
-class VaultComponent(CRModel):
-    """Vault or OpenBao holding CA private keys (Lamassu's Vault KV v2 crypto engine)."""
-
-    __rules__ = (
-        Rule(
-            "self.raftSnapshot || size(self.kvMounts) > 0",
-            "vault needs raftSnapshot: true or at least one entry in kvMounts",
-            lambda m: m.raft_snapshot or bool(m.kv_mounts),
-        ),
-    )
-
-    address: str = Field(min_length=1, pattern=r"^https?://")
-    """Vault address, e.g. https://vault.vault.svc:8200."""
-
-    ca_secret: SecretKeyRef | None = None
-    """CA certificate to verify Vault's TLS certificate."""
-
-    auth: VaultAuth
-    """How to authenticate."""
-
-    raft_snapshot: bool = True
-    """Save a whole-Vault raft snapshot (sys/storage/raft/snapshot)."""
-
-    kv_mounts: list[str] = Field(default_factory=lambda: ["lamassu-kms"])
-    """KV v2 mounts exported logically (every secret, every field), e.g. the Lamassu KMS mount."""
-
-    key_store_engines: list[str] = Field(
-        default_factory=list,
-        max_length=32,
-        json_schema_extra={
-            "items": {"type": "string", "minLength": 1, "maxLength": ENGINE_ID_MAX},
-            "x-kubernetes-list-type": "set",
-        },
-    )
-    """kms crypto engine ids (kms-config crypto_engines.engines[].id, e.g. vault-1) whose private
-    keys are in kvMounts. A restore or drill checks these engines' CA keys against the restored
-    mounts. Empty: every engine not declared on a volume (keyStoreEngine) is expected in Vault,
-    so declare the Vault engines whenever the kms has another kind (e.g. a PKCS#11 HSM)."""
-
-    @field_validator("key_store_engines")
-    @classmethod
-    def _unique_engines(cls, engines: list[str]) -> list[str]:
-        if any(not e or len(e) > ENGINE_ID_MAX for e in engines):
-            raise ValueError(f"keyStoreEngines entries are 1 to {ENGINE_ID_MAX} characters")
-        duplicates = sorted({e for e in engines if engines.count(e) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate keyStoreEngines entry: {', '.join(duplicates)}")
-        return engines
-
-    recovery_point_objective: Duration = timedelta(hours=25)
-    """Stale when the last successful Vault backup is older than this (daily runs plus slack)."""
-
-
-class ConfigComponent(CRModel):
-    """Lamassu's ConfigMaps and Secrets (service configs, TLS), archived as YAML."""
-
-    __rules__ = (
-        Rule(
-            "size(self.configMaps) > 0 || size(self.secrets) > 0 || has(self.selector)",
-            "config needs configMaps, secrets or a selector",
-            lambda m: bool(m.config_maps or m.secrets or m.selector),
-        ),
-    )
-
-    config_maps: list[ObjectName] = Field(default_factory=lambda: list(LAMASSU_CONFIGMAPS))
-    """ConfigMaps by name (default: the six Lamassu service configs)."""
-
-    secrets: list[ObjectName] = Field(
-        default_factory=lambda: ["downstream-cert", "root-downstream-cert"]
-    )
-    """Secrets by name (default: the TLS Secrets of the Lamassu chart)."""
-
-    selector: LabelSelector | None = None
-    """ConfigMaps and Secrets with these labels are included as well."""
-
-    backup_on_change: bool = False
-    """A change to a selected object triggers a config-only backup run."""
-
-    recovery_point_objective: Duration = timedelta(days=8)
-    """Stale when the last successful config backup is older than this."""
-
-
-def _relative_inside(path: str) -> bool:
-    """A sub-directory that stays inside the volume: no leading '/', no '..' segment."""
-    return not path.startswith("/") and ".." not in path.split("/")
-
-
-class VolumeSource(CRModel):
-    """A PersistentVolumeClaim whose files are archived (file crypto engine keys, SoftHSM tokens,
-    CRLs).
-    """
-
-    __rules__ = (
-        Rule(
-            "!has(self.keyStorePath) || self.keyStorePath == '' || has(self.keyStoreEngine)",
-            "keyStorePath needs keyStoreEngine: it says where that engine's keys are in the volume",
-            lambda m: not m.key_store_path or m.key_store_engine is not None,
-        ),
-        Rule(
-            "!has(self.keyStorePath) || (!self.keyStorePath.startsWith('/') && "
-            "!self.keyStorePath.matches('(^|/)[.][.](/|$)'))",
-            "keyStorePath must be relative and stay inside the volume (no leading / and no .. "
-            "segment)",
-            lambda m: _relative_inside(m.key_store_path),
-        ),
-    )
-
-    name: str = Field(pattern=DNS_LABEL, max_length=63)
-    """Artifact name, unique in the policy (e.g. kms-fs-keys)."""
-
-    claim_name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
-    """The PersistentVolumeClaim to read."""
-
-    sub_path: str = ""
-    """Only archive this folder of the volume."""
-
-    key_store_engine: str | None = Field(default=None, min_length=1, max_length=ENGINE_ID_MAX)
-    """The kms filesystem crypto engine (its id in kms-config, e.g. filesystem-1) whose
-    storage_directory is on this volume. A restore or drill then checks that engine's CA keys
-    against this volume's restored files, and refuses one whose set lacks the volume: without
-    it the keys would be looked for in Vault, or not at all."""
-
-    key_store_path: str = Field(default="", max_length=1024)
-    """The engine's storage directory inside the archived folder (relative to subPath when that
-    is set); empty: its root."""
-
-
-class AwsKmsComponent(CRModel):
-    """AWS KMS key metadata (aliases, key policies, descriptions): key material cannot leave KMS."""
-
-    region: str = Field(min_length=1)
-    """AWS region of the keys."""
-
-    endpoint: str | None = None
-    """Endpoint override for KMS-compatible services."""
-
-    credentials_secret: AwsCredentialsSecretRef | None = None
-    """AWS credentials; when absent, the runner Pod's ambient credentials (IRSA) are used."""
-
-    key_ids: list[str] = Field(default_factory=list)
-    """Keys to record; empty means every key in the account and region."""
-
-    recovery_point_objective: Duration = timedelta(days=8)
-    """Stale when the last successful metadata backup is older than this."""
-
-
 class Components(CRModel):
     """What one backup set holds. Every run backs up all configured components together."""
 
     __rules__ = (
         Rule(
-            "has(self.postgres) || has(self.vault) || has(self.config) || "
-            "size(self.volumes) > 0 || has(self.awsKms)",
-            "a policy needs at least one component: postgres, vault, config, volumes or awsKms",
+            " || ".join(
+                f"size(self.{n}) > 0" if n == ComponentName.VOLUMES else f"has(self.{n})"
+                for n in ComponentName
+            ),
+            "a policy needs at least one component: "
+            f"{', '.join(list(ComponentName)[:-1])} or {list(ComponentName)[-1]}",
             lambda m: bool(m.names()),
         ),
         Rule(
@@ -376,9 +74,6 @@ class Components(CRModel):
     vault: VaultComponent | None = None
     """Vault/OpenBao raft snapshot and KV exports."""
 
-    config: ConfigComponent | None = None
-    """ConfigMaps and Secrets."""
-
     volumes: list[VolumeSource] = Field(
         default_factory=list,
         max_length=MAX_VOLUMES,
@@ -388,6 +83,9 @@ class Components(CRModel):
         },
     )
     """File stores on volumes."""
+
+    config: ConfigComponent | None = None
+    """ConfigMaps and Secrets."""
 
     aws_kms: AwsKmsComponent | None = None
     """AWS KMS key metadata."""
@@ -405,19 +103,13 @@ class Components(CRModel):
         return volumes
 
     def names(self) -> list[str]:
-        """Configured component names, in the order a restore applies them."""
-        out = []
-        if self.postgres:
-            out.append("postgres")
-        if self.vault:
-            out.append("vault")
-        if self.volumes:
-            out.append("volumes")
-        if self.config:
-            out.append("config")
-        if self.aws_kms:
-            out.append("awsKms")
-        return out
+        """Configured component names, in field order (the order a backup lists them)."""
+        wanted = {c.value for c in ComponentName}
+        return [
+            info.alias or attr
+            for attr, info in type(self).model_fields.items()
+            if (info.alias or attr) in wanted and getattr(self, attr)
+        ]
 
 
 class ServerSideEncryption(CRModel):

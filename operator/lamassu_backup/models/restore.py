@@ -9,18 +9,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ..components.postgres.spec import PostgresOptions, PostgresTarget
+from ..components.vault.spec import VaultOptions, VaultTarget
 from .base import CRModel, Rule, StatusModel
 from .common import (
     DNS_LABEL,
     AwsCredentialsSecretRef,
-    BasicAuthSecretRef,
     ComponentName,
     Condition,
     LabelSelector,
     LocalObjectRef,
     SecretKeyRef,
 )
-from .policy import SslMode, VaultAuth
 from .types import Duration
 
 
@@ -116,38 +116,6 @@ class RestoreSource(CRModel):
     """A set in a bucket, by path."""
 
 
-class PostgresTarget(CRModel):
-    """Restore into another PostgreSQL server (e.g. a DR instance)."""
-
-    host: str = Field(min_length=1)
-    """Host of the target server."""
-
-    port: int = Field(default=5432, ge=1, le=65535)
-    """Port."""
-
-    ssl_mode: SslMode = SslMode.PREFER
-    """libpq sslmode."""
-
-    ca_secret: SecretKeyRef | None = None
-    """CA certificate for verify-ca/verify-full."""
-
-    credentials_secret: BasicAuthSecretRef
-    """A role that can create, rename and drop the databases restored."""
-
-
-class VaultTarget(CRModel):
-    """Restore into another Vault/OpenBao."""
-
-    address: str = Field(pattern=r"^https?://")
-    """Address of the target."""
-
-    ca_secret: SecretKeyRef | None = None
-    """CA certificate."""
-
-    auth: VaultAuth
-    """How to authenticate."""
-
-
 _NAMESPACE_MESSAGE = (
     "spec.target.namespace must be a namespace name (DNS-1123 label): lowercase letters, "
     "digits and '-', starting and ending with a letter or digit, at most 63 characters"
@@ -203,26 +171,6 @@ class Workloads(CRModel):
 
     timeout: Duration = timedelta(minutes=5)
     """How long to wait for Pods to stop before giving up (the restore then fails untouched)."""
-
-
-class PostgresOptions(CRModel):
-    """PostgreSQL restore options."""
-
-    jobs: int = Field(default=1, ge=1, le=16)
-    """pg_restore parallel jobs; above 1 the dump is spooled to a local file first."""
-
-    keep_previous: bool = False
-    """Keep the pre-restore databases (<db>__pre_restore_<time>) after a successful validation."""
-
-
-class VaultOptions(CRModel):
-    """Vault restore options."""
-
-    method: Literal["KV", "RaftSnapshot"] = "KV"
-    """KV: write exported secrets into their mounts. RaftSnapshot: replace the whole Vault."""
-
-    overwrite_existing: bool = False
-    """KV: overwrite keys whose current value differs from the backup (reported either way)."""
 
 
 class RestoreOptions(CRModel):

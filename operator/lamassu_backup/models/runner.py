@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-from .policy import Compression, DatabaseLayout, SslMode
+from ..components.aws_kms.spec import AwsKmsSettings
+from ..components.config.spec import ConfigSettings
+from ..components.postgres.spec import PostgresSettings
+from ..components.vault.spec import VaultSettings
+from ..components.volumes.spec import FilesystemKeyStore, VolumeSettings
+from .base import RunnerModel
 
 CONFIG_ENV = "LAMASSU_RUNNER_CONFIG"
 SECRETS_ROOT = "/var/run/lamassu-backup/secrets"
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class S3Settings(_Config):
+class S3Settings(RunnerModel):
     """Where and how to reach the bucket."""
 
     bucket: str
@@ -41,7 +41,7 @@ class S3Settings(_Config):
     """Multipart part size: memory use is about three parts, whatever the object size."""
 
 
-class GpgSettings(_Config):
+class GpgSettings(RunnerModel):
     """Encryption recipients, and the key that signs manifests."""
 
     recipients_file: str
@@ -49,93 +49,7 @@ class GpgSettings(_Config):
     signing_passphrase_file: str | None = None
 
 
-class PostgresSettings(_Config):
-    """A PostgreSQL server to dump from or restore into."""
-
-    host: str
-    port: int = 5432
-    ssl_mode: SslMode = SslMode.PREFER
-    ca_file: str | None = None
-    username_file: str
-    password_file: str
-    layout: DatabaseLayout = DatabaseLayout.DATABASES
-    databases: list[str] = Field(default_factory=list)
-    database: str = "lamassu"
-    schemas: list[str] = Field(default_factory=list)
-    compression: Compression = Field(default_factory=Compression)
-    parallel: int = Field(default=2, ge=1, le=8)
-    """Databases dumped at the same time."""
-
-
-class VaultSettings(_Config):
-    """A Vault/OpenBao server and how to log in."""
-
-    address: str
-    ca_file: str | None = None
-    token_file: str | None = None
-    role_id_file: str | None = None
-    secret_id_file: str | None = None
-    approle_mount: str = "approle"
-    kubernetes_role: str | None = None
-    kubernetes_mount: str = "kubernetes"
-    kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    raft_snapshot: bool = True
-    kv_mounts: list[str] = Field(default_factory=list)
-
-
-class ConfigSettings(_Config):
-    """Which ConfigMaps and Secrets to archive."""
-
-    namespace: str
-    config_maps: list[str] = Field(default_factory=list)
-    secrets: list[str] = Field(default_factory=list)
-    selector: str | None = None
-
-
-class VolumeSettings(_Config):
-    """A mounted volume to archive."""
-
-    name: str
-    path: str
-
-
-class FilesystemKeyStore(_Config):
-    """Where a filesystem crypto engine's keys are in the set: a directory inside one volume.
-
-    The key consistency check reads the key ids from that directory wherever the restore put the
-    volume (in place: its staged copy, or the live volume when it is not restored; drill: the
-    scratch copy), instead of looking for the engine's keys in Vault.
-    """
-
-    engine: str = Field(min_length=1)
-    """The kms engine id (e.g. filesystem-1)."""
-
-    volume: str = Field(min_length=1)
-    """The volume artifact's name (policy components.volumes[].name)."""
-
-    path: str = ""
-    """The engine's storage directory inside the volume; empty: its root."""
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, path: str) -> str:
-        if path.startswith("/") or ".." in path.split("/"):
-            raise ValueError("path must be relative and stay inside the volume")
-        return path.strip("/")
-
-
-class AwsKmsSettings(_Config):
-    """AWS KMS metadata to record."""
-
-    region: str
-    endpoint: str | None = None
-    access_key_id_file: str | None = None
-    secret_access_key_file: str | None = None
-    session_token_file: str | None = None
-    key_ids: list[str] = Field(default_factory=list)
-
-
-class RunnerConfig(_Config):
+class RunnerConfig(RunnerModel):
     """Everything one backup Job needs, except the secrets themselves."""
 
     namespace: str
@@ -160,7 +74,7 @@ class RunnerConfig(_Config):
     aws_kms: AwsKmsSettings | None = None
 
 
-class ArtifactRecord(_Config):
+class ArtifactRecord(RunnerModel):
     """One stored object, as recorded in part files and the manifest."""
 
     component: str
@@ -179,7 +93,7 @@ class ArtifactRecord(_Config):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class ComponentOutcome(_Config):
+class ComponentOutcome(RunnerModel):
     """What one component produced."""
 
     component: str
@@ -192,7 +106,7 @@ class ComponentOutcome(_Config):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunnerResult(_Config):
+class RunnerResult(RunnerModel):
     """The compact summary a runner writes to its termination message (< 4 KiB)."""
 
     ok: bool
@@ -213,7 +127,7 @@ class RunnerResult(_Config):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
-class RestoreRunConfig(_Config):
+class RestoreRunConfig(RunnerModel):
     """Everything one restore (or drill, or verification) Job needs, except the secrets."""
 
     namespace: str

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 from ..clients import postgres as pg
 from ..clients.gpg import Keyring
 from ..clients.s3 import S3Connection, S3Store
+from ..components.postgres.spec import PostgresSettings
+from ..components.vault.spec import VaultSettings
 from ..errors import ConfigurationError, Redactor
-from ..models.runner import PostgresSettings, S3Settings, VaultSettings
+from ..models.runner import S3Settings
 
 if TYPE_CHECKING:
     from ..clients.vault import VaultClient

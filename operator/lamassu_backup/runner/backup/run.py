@@ -1,6 +1,6 @@
 """The backup runner: every component of a Lamassu deployment into one encrypted, checksummed set.
 
-Each component streams its artifacts through :func:`encrypt_to_store`, checks what the store
+Each component's step (``components/<name>/backup.py``, found by :func:`.steps.step_of`) streams its artifacts through :func:`encrypt_to_store`, checks what the store
 holds, writes the ``sha256sum -c`` sidecar, and records its outcome in a part file. The commit
 step turns the part files into ``manifest.json``, signs it, and writes it last: until then the
 set is incomplete by definition, whatever objects exist.
@@ -8,72 +8,23 @@ set is incomplete by definition, whatever objects exist.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
-import json
-import os
-import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
-
-from .. import __version__
-from ..builders import layout
-from ..builders.manifest import Manifest, build_manifest, render
-from ..builders.manifest import parse as parse_manifest
-from ..clients import postgres as pg
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import ConfigurationError, IntegrityError, LamassuBackupError
-from ..models.policy import CompressionAlgorithm, DatabaseLayout
-
-if TYPE_CHECKING:
-    from ..clients.vault import VaultClient
-
-from ..models.runner import (
-    ArtifactRecord,
-    ComponentOutcome,
-    PostgresSettings,
-    RunnerConfig,
-    RunnerResult,
-)
-from .context import RunnerContext
-from .pipeline import IterSource, ProcessSource, Source, WriterSource, encrypt_to_store
-from .raft import SnapshotVerifier
-
-_SERVER_FIELDS = (
-    "managedFields",
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "generation",
-    "selfLink",
-    "ownerReferences",
-)
-
-
-def compressor_argv(algorithm: CompressionAlgorithm, level: int) -> list[str] | None:
-    """The external compression stage, or None (pg_dump's own gzip, or none at all)."""
-    if algorithm == CompressionAlgorithm.ZSTD:
-        return ["zstd", "-q", f"-{max(level, 1)}", "-T1", "-c"]
-    if algorithm == CompressionAlgorithm.LZ4:
-        return ["lz4", "-q", f"-{max(level, 1)}", "-c"]
-    return None
-
-
-def compression_label(algorithm: CompressionAlgorithm, level: int) -> str:
-    """How an artifact is compressed, for the manifest (and a person restoring by hand)."""
-    if algorithm == CompressionAlgorithm.NONE:
-        return "none"
-    if algorithm == CompressionAlgorithm.GZIP:
-        return f"pg_dump-gzip-{level}"
-    return f"{algorithm.value}-{max(level, 1)}"
+from ... import __version__
+from ...builders import layout
+from ...builders.manifest import Manifest, build_manifest, render
+from ...builders.manifest import parse as parse_manifest
+from ...clients.gpg import Keyring
+from ...clients.s3 import S3Store
+from ...errors import ConfigurationError, IntegrityError, LamassuBackupError
+from ...models.runner import ArtifactRecord, ComponentOutcome, RunnerConfig, RunnerResult
+from ..context import RunnerContext
+from ..stream.pipeline import Source, encrypt_to_store
+from .steps import step_of
 
 
 class BackupRun:
@@ -182,19 +133,11 @@ class BackupRun:
     def run_component(self, component: str) -> ComponentOutcome:
         """Back up one component; failures become an outcome, never an exception."""
         started = time.monotonic()
-        handlers: dict[str, Callable[[], ComponentOutcome]] = {
-            "postgres": self.postgres,
-            "vault": self.vault,
-            "config": self.config,
-            "volumes": self.volumes,
-            "awsKms": self.aws_kms,
-        }
         self._stored = []
         try:
-            if component not in handlers:
-                raise ConfigurationError(f"unknown component {component!r}")
+            step = step_of(component)
             self._refuse_committed_set()
-            outcome = handlers[component]()
+            outcome = step(self)
         except LamassuBackupError as exc:
             outcome = ComponentOutcome(
                 component=component,
@@ -231,247 +174,6 @@ class BackupRun:
             self.ctx.redactor.redact(data.decode()).encode(),
             "application/json",
         )
-
-    # -- components --------------------------------------------------------------------------
-
-    def postgres(self) -> ComponentOutcome:
-        """One pg_dump per database (or schema), each from an exported snapshot."""
-        settings = self.cfg.postgres
-        if settings is None:
-            raise ConfigurationError("component postgres is not configured")
-        conn = self.ctx.pg_connection(settings)
-        version = pg.server_version_num(conn)
-        pg_dump = pg.pick_tool("pg_dump", version // 10000)
-        pg_dump_major = pg.tool_major(pg_dump)
-        if settings.layout == DatabaseLayout.DATABASES:
-            targets: list[tuple[str, str | None]] = [(db, None) for db in settings.databases]
-        else:
-            targets = [(settings.database, s) for s in settings.schemas] or [
-                (settings.database, None)
-            ]
-        dump = functools.partial(
-            self._dump_database,
-            conn,
-            settings,
-            version=version,
-            pg_dump=pg_dump,
-            pg_dump_major=pg_dump_major,
-        )
-        _ = self.keyring  # import the recipients once, before the workers share the keyring
-        # A few databases at a time: the small ones finish while the big one streams, and each
-        # pipeline is already several processes, so more than two buys nothing on small nodes.
-        with ThreadPoolExecutor(
-            max_workers=max(1, settings.parallel), thread_name_prefix="pg"
-        ) as pool:
-            futures = [pool.submit(dump, database, schema) for database, schema in targets]
-        artifacts = [f.result() for f in futures]  # raises the first database's failure
-        return ComponentOutcome(
-            component="postgres",
-            ok=True,
-            artifacts=artifacts,
-            details={"serverVersionNum": version},
-        )
-
-    def _dump_database(
-        self,
-        conn: pg.PgConnection,
-        settings: PostgresSettings,
-        database: str,
-        schema: str | None,
-        *,
-        version: int,
-        pg_dump: str,
-        pg_dump_major: int | None,
-    ) -> ArtifactRecord:
-        """Dump one database (or schema) from its own exported snapshot into the set."""
-        algorithm = settings.compression.algorithm
-        level = settings.compression.level
-        artifact_name = database if schema is None else f"{database}.{schema}"
-        with pg.SnapshotSession(conn, database) as session:
-            facts = pg.table_facts(session, schema)
-            argv = pg.dump_command(
-                pg_dump,
-                database,
-                snapshot=session.snapshot,
-                compress_level=level if algorithm == CompressionAlgorithm.GZIP else 0,
-                schema=schema,
-            )
-            source = ProcessSource(
-                argv,
-                env=conn.env(database),
-                label=f"pg_dump of {artifact_name}",
-                describe_error=functools.partial(pg_dump_error, artifact_name),
-            )
-            return self.store_artifact(
-                source,
-                layout.postgres_keys(artifact_name, algorithm.value),
-                component="postgres",
-                name=artifact_name,
-                kind="pg-dump",
-                compression=compression_label(algorithm, level),
-                compressor=compressor_argv(algorithm, level),
-                details={
-                    "database": database,
-                    **({"schema": schema} if schema else {}),
-                    "serverVersionNum": version,
-                    "pgDumpMajor": pg_dump_major,
-                    **facts,
-                },
-            )
-
-    def vault(self) -> ComponentOutcome:
-        """A verified raft snapshot and/or a logical export of each KV v2 mount."""
-        settings = self.cfg.vault
-        if settings is None:
-            raise ConfigurationError("component vault is not configured")
-        client, _ = self.ctx.vault_client(settings)
-        client.check_ready()
-        artifacts = []
-        if settings.raft_snapshot:
-            verifier = SnapshotVerifier()
-            facts: dict[str, Any] = {}
-
-            chunks = client.snapshot_chunks()
-            try:
-                record = self.store_artifact(
-                    _VerifiedSource(
-                        IterSource(chunks, label="Vault raft snapshot"), verifier, facts
-                    ),
-                    layout.raft_keys(),
-                    component="vault",
-                    name="raft",
-                    kind="raft-snapshot",
-                    compression="none",
-                    taps=[verifier.tap],
-                    details=facts,
-                )
-            finally:
-                chunks.close()
-            artifacts.append(record)
-        for mount in settings.kv_mounts:
-            document = kv_export(client, mount)
-            body = json.dumps(document, sort_keys=True, indent=1).encode()
-            artifacts.append(
-                self.store_artifact(
-                    IterSource([body], label=f"KV export of {mount}"),
-                    layout.kv_keys(mount),
-                    component="vault",
-                    name=mount,
-                    kind="kv-export",
-                    compression="none",
-                    details={"mount": mount, "secrets": len(document["secrets"])},
-                )
-            )
-        return ComponentOutcome(component="vault", ok=True, artifacts=artifacts)
-
-    def config(self) -> ComponentOutcome:
-        """ConfigMaps and Secrets as YAML files in a tar.gz."""
-        settings = self.cfg.config
-        if settings is None:
-            raise ConfigurationError("component config is not configured")
-        from ..clients.kube import ConfigReader, load_config, not_found
-
-        reader = ConfigReader(load_config(os.environ.get("LAMASSU_KUBECONFIG")))
-        objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind, names, read in (
-            ("ConfigMap", settings.config_maps, reader.config_map),
-            ("Secret", settings.secrets, reader.secret),
-        ):
-            for name in names:
-                try:
-                    obj = read(settings.namespace, name)
-                except LamassuBackupError as exc:
-                    if not_found(exc):
-                        field = "configMaps" if kind == "ConfigMap" else "secrets"
-                        raise ConfigurationError(
-                            f"{kind} {settings.namespace}/{name} does not exist: "
-                            "create it or remove it "
-                            f"from spec.components.config.{field}"
-                        ) from None
-                    raise
-                obj.setdefault("kind", kind)
-                objects[(kind, name)] = obj
-        if settings.selector:
-            for obj in reader.select(settings.namespace, settings.selector):
-                objects[(obj["kind"], obj["metadata"]["name"])] = obj
-        if not objects:
-            raise ConfigurationError("the config component selected no ConfigMap or Secret")
-        archive = config_archive(objects, self.cfg.set_time)
-        index = sorted(f"{k}/{n}" for k, n in objects)
-        return ComponentOutcome(
-            component="config",
-            ok=True,
-            artifacts=[
-                self.store_artifact(
-                    IterSource([archive], label="config archive"),
-                    layout.config_keys(),
-                    component="config",
-                    name="config",
-                    kind="config-archive",
-                    compression="gzip",
-                    details={"objects": index},
-                )
-            ],
-        )
-
-    def volumes(self) -> ComponentOutcome:
-        """Each mounted volume as a tar.gz (file crypto engine keys, SoftHSM tokens, CRLs)."""
-        artifacts = []
-        for volume in self.cfg.volumes:
-            root = Path(volume.path)
-            if not root.is_dir():
-                raise ConfigurationError(
-                    f"volume {volume.name}: {volume.path} is not a mounted directory"
-                )
-            counter: dict[str, Any] = {"files": 0}
-            artifacts.append(
-                self.store_artifact(
-                    WriterSource(
-                        functools.partial(tar_directory, root, counter=counter),
-                        label=f"volume {volume.name}",
-                    ),
-                    layout.volume_keys(volume.name),
-                    component="volumes",
-                    name=volume.name,
-                    kind="volume-archive",
-                    compression="gzip",
-                    details=counter,
-                )
-            )
-        if not artifacts:
-            raise ConfigurationError("component volumes has no volume")
-        return ComponentOutcome(component="volumes", ok=True, artifacts=artifacts)
-
-    def aws_kms(self) -> ComponentOutcome:
-        """AWS KMS key metadata, with a loud warning for keys scheduled for deletion."""
-        settings = self.cfg.aws_kms
-        if settings is None:
-            raise ConfigurationError("component awsKms is not configured")
-        from ..clients.kms import KmsConnection, export_metadata
-
-        document, warnings = export_metadata(
-            KmsConnection(
-                region=settings.region,
-                endpoint=settings.endpoint,
-                access_key_id=self.ctx.secret(settings.access_key_id_file, "AWS access key id"),
-                secret_access_key=self.ctx.secret(
-                    settings.secret_access_key_file, "AWS secret access key"
-                ),
-                session_token=self.ctx.secret(settings.session_token_file, "AWS session token"),
-            ),
-            settings.key_ids,
-        )
-        body = json.dumps(document, sort_keys=True, indent=1, default=str).encode()
-        record = self.store_artifact(
-            IterSource([body], label="AWS KMS metadata"),
-            layout.aws_kms_keys(),
-            component="awsKms",
-            name="kms",
-            kind="kms-metadata",
-            compression="none",
-            details={"keys": len(document["keys"]), "pendingDeletion": len(warnings)},
-        )
-        return ComponentOutcome(component="awsKms", ok=True, artifacts=[record], warnings=warnings)
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -599,97 +301,6 @@ class BackupRun:
             if signer is not None:
                 signer.close()
         return manifest, hashlib.sha256(body).hexdigest()
-
-
-class _VerifiedSource:
-    """Wraps the snapshot source: after the stream ends, the verifier must accept it."""
-
-    def __init__(
-        self, inner: IterSource, verifier: SnapshotVerifier, facts: dict[str, Any]
-    ) -> None:
-        self.label = inner.label
-        self._inner = inner
-        self._verifier = verifier
-        self._facts = facts
-
-    def chunks(self) -> Iterator[bytes]:
-        return self._inner.chunks()
-
-    def finish(self) -> None:
-        self._inner.finish()
-        self._facts.update(self._verifier.result())
-
-    def kill(self) -> None:
-        self._inner.kill()
-
-
-def pg_dump_error(name: str, code: int, stderr: str) -> str:
-    """A pg_dump failure for a person."""
-    return f"pg_dump of {name} failed (exit {code}): {pg_error(stderr)}"
-
-
-def pg_error(stderr: str) -> str:
-    """The informative line of a pg_dump error."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()] or lines
-    return "; ".join(useful[-2:])[:500] or "no error output"
-
-
-def kv_export(client: VaultClient, mount: str) -> dict[str, Any]:
-    """Every secret under a KV v2 mount, all fields of the latest version, with metadata."""
-    secrets: dict[str, Any] = {}
-    for path in client.kv_paths(mount):
-        entry = client.kv_read(mount, path)
-        meta = entry.get("metadata") or {}
-        secrets[path] = {
-            "data": entry.get("data") or {},
-            "version": meta.get("version"),
-            "createdTime": meta.get("created_time"),
-            "customMetadata": meta.get("custom_metadata"),
-        }
-    return {"format": "lamassu-backup/kv-export/v1", "mount": mount, "secrets": secrets}
-
-
-def config_archive(objects: dict[tuple[str, str], dict[str, Any]], set_time: str) -> bytes:
-    """A deterministic tar.gz of the objects (server-set fields removed), one YAML file each."""
-    mtime = layout.parse_set_time(set_time).timestamp()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for (kind, name), obj in sorted(objects.items()):
-            clean = dict(obj)
-            clean.pop("status", None)
-            meta = {
-                k: v for k, v in (clean.get("metadata") or {}).items() if k not in _SERVER_FIELDS
-            }
-            annotations = {
-                k: v
-                for k, v in (meta.get("annotations") or {}).items()
-                if k != "kubectl.kubernetes.io/last-applied-configuration"
-            }
-            if annotations:
-                meta["annotations"] = annotations
-            else:
-                meta.pop("annotations", None)
-            clean["metadata"] = meta
-            clean.setdefault("apiVersion", "v1")
-            data = yaml.safe_dump(clean, sort_keys=True).encode()
-            info = tarfile.TarInfo(
-                f"{'configmaps' if kind == 'ConfigMap' else 'secrets'}/{name}.yaml"
-            )
-            info.size = len(data)
-            info.mtime = int(mtime)
-            info.mode = 0o600
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def tar_directory(root: Path, out: IO[bytes], *, counter: dict[str, Any]) -> None:
-    """Stream a directory as tar.gz, keeping modes and owners (key files are 0600)."""
-    with tarfile.open(fileobj=out, mode="w|gz", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(root.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-            if path.is_file():
-                counter["files"] += 1
 
 
 def _summarise(result: RunnerResult, outcome: ComponentOutcome) -> None:

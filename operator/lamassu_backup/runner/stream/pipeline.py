@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from ..clients.gpg import Keyring, gpg_error
-from ..clients.s3 import MultipartUpload
-from ..errors import IntegrityError, LamassuBackupError
+from ...clients.gpg import Keyring, gpg_error
+from ...clients.s3 import MultipartUpload
+from ...errors import IntegrityError, LamassuBackupError
 
 CHUNK = 1 << 20
 _PIPE_SIZE = 1 << 20

@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..builders import wal as walb
-from ..clients import postgres as pg
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import ConfigurationError, IntegrityError, LamassuBackupError
-from ..models.policy import CompressionAlgorithm
-from ..models.wal import WalRecord
-from .backup import compression_label, compressor_argv
-from .pipeline import CHUNK, IterSource, StderrTail, StreamStats, encrypt_to_store
+from ....builders import wal as walb
+from ....clients import postgres as pg
+from ....clients.gpg import Keyring
+from ....clients.s3 import S3Store
+from ....errors import ConfigurationError, IntegrityError, LamassuBackupError
+from ....models.wal import WalRecord
+from ....runner.stream.pipeline import CHUNK, IterSource, StderrTail, StreamStats, encrypt_to_store
+from ..compression import compression_label, compressor_argv
+from ..spec import CompressionAlgorithm
 from .walinfo import wal_facts
 
 PARTIAL = ".partial"

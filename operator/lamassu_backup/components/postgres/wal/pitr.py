@@ -33,23 +33,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..builders import layout
-from ..builders import wal as walb
-from ..builders.manifest import parse as parse_manifest
-from ..clients import postgres as pg
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import (
+from ....builders import layout
+from ....builders import wal as walb
+from ....builders.manifest import parse as parse_manifest
+from ....clients import postgres as pg
+from ....clients.gpg import Keyring
+from ....clients.s3 import S3Store
+from ....errors import (
     ConfigurationError,
     DatabaseError,
     IntegrityError,
     SignatureError,
     StorageError,
 )
-from ..models.runner import ArtifactRecord
-from ..models.wal import BaseBackupInfo, WalRecord
+from ....models.runner import ArtifactRecord
+from ....models.wal import BaseBackupInfo, WalRecord
+from ....runner.stream.fetch import FileSink, ProcessSink, exit_text, stream_artifact
 from .basebackup import base_backup_from_manifest
-from .restore_stream import FileSink, ProcessSink, exit_text, stream_artifact
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Nothing from a set is used before it is checked: the manifest's detached signatu
 configured signer keys (a signed set without a signer key is refused unless the check is
 explicitly skipped; a configured signer key with an unsigned set is refused too: a stripped
 signature must not pass as "unsigned"), then the components asked for must be present and
-complete, then every artifact streams through both checksums (see :mod:`.restore_stream`).
+complete, then every artifact streams through both checksums (see
+:mod:`..stream.fetch`). What an artifact holds is its component's business (its restore hooks
+read it through :meth:`SetReader.fetch` and :meth:`SetReader.stream`).
 """
 
 from __future__ import annotations
@@ -14,44 +16,24 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from ..builders import layout
-from ..builders.manifest import Manifest, parse
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import ConfigurationError, IntegrityError, LamassuBackupError, SignatureError
-from ..models.runner import ArtifactRecord, RestoreRunConfig
-from . import restore_config, restore_pg, restore_vault
-from .context import RunnerContext
-from .raft import SnapshotVerifier
-from .restore_stream import BufferSink, FileSink, NullSink, ProcessSink, exit_text, stream_artifact
-
-RESTORABLE = ("vault", "postgres", "config", "volumes", "awsKms")
+from ...builders import layout
+from ...builders.manifest import Manifest, parse
+from ...clients.gpg import Keyring
+from ...clients.s3 import S3Store
+from ...components import registry
+from ...errors import ConfigurationError, IntegrityError, SignatureError
+from ...models.runner import ArtifactRecord, RestoreRunConfig
+from ..context import RunnerContext
+from ..stream.fetch import BufferSink, NullSink, Sink, stream_artifact
 
 
 @dataclass
 class Selected:
-    """The artifacts a run works on, by kind."""
+    """What a run works on: the components asked for and their artifacts in the set."""
 
     components: list[str]
-    postgres: list[ArtifactRecord]
-    kv: list[ArtifactRecord]
-    raft: ArtifactRecord | None
-    config: ArtifactRecord | None
-    volumes: list[ArtifactRecord]
-    other: list[ArtifactRecord]
-
-    def all(self) -> list[ArtifactRecord]:
-        """Every selected artifact."""
-        out = [*self.kv, *self.postgres, *self.volumes, *self.other]
-        return out + [a for a in (self.raft, self.config) if a is not None]
-
-    @property
-    def size(self) -> int:
-        """Stored bytes of the selection."""
-        return sum(a.size_bytes for a in self.all())
+    artifacts: list[ArtifactRecord]
 
 
 class SetReader:
@@ -189,7 +171,7 @@ class SetReader:
                 reason="SetIncomplete",
             )
         for name in requested:
-            if name not in RESTORABLE:
+            if name not in registry.names():
                 raise ConfigurationError(f"unknown component {name!r} in spec.components")
             if name not in manifest.components:
                 have = ", ".join(sorted(manifest.components))
@@ -204,39 +186,29 @@ class SetReader:
                     reason="ComponentIncomplete",
                 )
         arts = [a for a in manifest.artifacts if a.component in requested]
-        postgres = (
-            restore_pg.select_artifacts(arts, self.cfg.databases) if "postgres" in requested else []
-        )
-        return Selected(
-            components=requested,
-            postgres=postgres,
-            kv=[a for a in arts if a.kind == "kv-export"],
-            raft=next((a for a in arts if a.kind == "raft-snapshot"), None),
-            config=next((a for a in arts if a.kind == "config-archive"), None),
-            volumes=[a for a in arts if a.kind == "volume-archive"],
-            other=[a for a in arts if a.component == "awsKms"],
-        )
+        return Selected(components=requested, artifacts=arts)
 
     # -- artifacts --------------------------------------------------------------------------------
 
     def fetch(self, artifact: ArtifactRecord, limit: int = 256 * 1024 * 1024) -> bytes:
         """A small artifact, verified, into memory."""
         sink = BufferSink(artifact.key, limit)
-        self._stream(artifact, sink)
+        self.stream(artifact, sink)
         return bytes(sink.data)
 
     def verify_only(
         self, artifact: ArtifactRecord, taps: list[Callable[[bytes], None]] | None = None
     ) -> None:
         """Stream and verify an artifact without keeping it."""
-        self._stream(artifact, NullSink(), taps)
+        self.stream(artifact, NullSink(), taps)
 
-    def _stream(
+    def stream(
         self,
         artifact: ArtifactRecord,
-        sink: BufferSink | NullSink | FileSink | ProcessSink,
+        sink: Sink,
         taps: list[Callable[[bytes], None]] | None = None,
     ) -> None:
+        """Stream an artifact of the set into ``sink``, both checksums checked on the way."""
         stream_artifact(
             self.store,
             self.key(artifact.key),
@@ -246,59 +218,3 @@ class SetReader:
             sink=sink,
             taps=taps or [],
         )
-
-    def exports(self, sel: Selected) -> dict[str, dict[str, Any]]:
-        """The KV exports of the selection, verified, by mount."""
-        exports: dict[str, dict[str, Any]] = {}
-        for artifact in sel.kv:
-            doc = restore_vault.parse_export(self.fetch(artifact), artifact.key)
-            exports[str(doc["mount"])] = doc
-        return exports
-
-    def config_objects(self, sel: Selected) -> list[dict[str, Any]]:
-        """The config archive's objects, verified."""
-        if sel.config is None:
-            return []
-        data = self.fetch(sel.config, 64 * 1024 * 1024)
-        return restore_config.read_archive(data, sel.config.key)
-
-    def snapshot(self, artifact: ArtifactRecord, spool: Path | None) -> dict[str, Any]:
-        """The raft snapshot verified offline while it streams (spooled to ``spool`` if given)."""
-        verifier = SnapshotVerifier()
-        sink = FileSink(spool, "raft snapshot spool") if spool is not None else NullSink()
-        try:
-            self._stream(artifact, sink, [verifier.tap])
-        finally:
-            facts = _safe_result(verifier)
-        if isinstance(facts, LamassuBackupError):
-            if spool is not None:
-                spool.unlink(missing_ok=True)
-            raise facts
-        return facts
-
-    def extract(self, artifact: ArtifactRecord, into: Path) -> int:
-        """A volume archive, verified while tar extracts it; returns the number of files."""
-
-        def describe(code: int, stderr: str) -> LamassuBackupError:
-            return LamassuBackupError(
-                f"extracting {artifact.key} into {into} failed ({exit_text(code)}): "
-                f"{stderr.strip()[-300:]}",
-                reason="RestoreFailed",
-            )
-
-        sink = ProcessSink(
-            ["tar", "-xzf", "-", "-C", str(into)],
-            env=None,
-            label=f"tar into {into}",
-            describe_error=describe,
-        )
-        self._stream(artifact, sink)
-        return sum(1 for p in into.rglob("*") if p.is_file())
-
-
-def _safe_result(verifier: SnapshotVerifier) -> dict[str, Any] | LamassuBackupError:
-    """The verifier's verdict (it must always be collected: its thread reads a pipe)."""
-    try:
-        return verifier.result()
-    except LamassuBackupError as exc:
-        return exc

@@ -16,7 +16,7 @@ import threading
 import zlib
 from typing import Any
 
-from ..errors import IntegrityError
+from ...errors import IntegrityError
 
 REQUIRED = ("meta.json", "state.bin", "SHA256SUMS")
 

@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import __version__
-from ..builders import layout
-from ..builders import wal as walb
-from ..builders.manifest import Manifest, build_manifest, render
-from ..clients import postgres as pg
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import IntegrityError, LamassuBackupError
-from ..models.policy import CompressionAlgorithm
-from ..models.runner import ArtifactRecord, ComponentOutcome
-from ..models.wal import BaseBackupInfo
-from .backup import compression_label, compressor_argv
-from .pipeline import ProcessSource, encrypt_to_store
+from .... import __version__
+from ....builders import layout
+from ....builders import wal as walb
+from ....builders.manifest import Manifest, build_manifest, render
+from ....clients import postgres as pg
+from ....clients.gpg import Keyring
+from ....clients.s3 import S3Store
+from ....errors import IntegrityError, LamassuBackupError
+from ....models.runner import ArtifactRecord, ComponentOutcome
+from ....models.wal import BaseBackupInfo
+from ....runner.stream.pipeline import ProcessSource, encrypt_to_store
+from ..compression import compression_label, compressor_argv
+from ..spec import CompressionAlgorithm
 
 COMPONENT = "postgresBase"
 _BLOCK = 512

@@ -16,15 +16,16 @@ CA's subject key id, else one whose aliases hold it, else one whose metadata bin
 not the SHA-256 key id is linked only that way).
 
 The pieces are separate on purpose (reading a store, resolving a CA's key, comparing): each
-engine's store reader can move into its component's module without touching the comparison.
+engine's store reader is in its component's restore module (the KV export and mounts in
+``components.vault.restore``, a filesystem engine's directory in ``components.volumes.restore``,
+the ca and kms tables in ``components.postgres.restore``); this module only compares.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 EVIDENCE_IDS = 8
@@ -36,6 +37,10 @@ KEYLESS_TYPES = frozenset({"IMPORTED_WITHOUT_KEY", "EXTERNAL"})
 """CA types with no private key in the kms (``EXTERNAL`` is the name before v3.8.0's rename)."""
 ANY_ENGINE = "*"
 """A store's engine id meaning: every engine that has no store of its own."""
+SHARED_KIND = "vault-kv"
+"""The kind of the store that serves every engine without a store of its own (Vault KV)."""
+TABLES = "ca and kms databases"
+"""What the database side of the check is, as a skipped check names it."""
 
 
 # -- what the database says ------------------------------------------------------------------
@@ -164,29 +169,31 @@ class KeyStore:
         return f"{engine} ({self.kind}, {self.source})"
 
 
-def export_key_ids(export: Mapping[str, Any]) -> set[str]:
-    """Key ids in a KV export document: secrets with a ``key`` field, by the last path segment."""
-    secrets: Mapping[str, Any] = export.get("secrets") or {}
-    return {
-        path.rstrip("/").rsplit("/", 1)[-1]
-        for path, entry in secrets.items()
-        if isinstance(entry, Mapping) and (entry.get("data") or {}).get("key")
-    }
+@dataclass(frozen=True)
+class KeyIds:
+    """The key ids of the shared store (Vault KV) as one restore step meets them, and where they
+    were read; ``deferred`` when they are known only once the component holding them is applied
+    (a raft snapshot without a KV export in the set)."""
+
+    ids: frozenset[str]
+    source: str
+    deferred: bool = False
 
 
-def filesystem_key_ids(directory: Path) -> set[str]:
-    """Key ids in a filesystem engine's storage directory: one non-empty file per key id.
+KeyInventory = Callable[[], tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]]
+"""Reads the database side: (kms rows, CA rows) as :func:`check_inventory` takes them."""
 
-    Lamassu writes ``<storage_directory>/<key id>`` (PKCS#8 PEM, no extension); hidden files and
-    directories are not keys, and an empty file holds no key.
-    """
-    if not directory.is_dir():
-        return set()
-    return {
-        p.name
-        for p in directory.iterdir()
-        if not p.name.startswith(".") and p.is_file() and p.stat().st_size > 0
-    }
+
+def shared_stores(
+    ids: Iterable[str], source: str, engines: Sequence[str], claimed: Iterable[str]
+) -> list[KeyStore]:
+    """The shared store for ``engines`` (declared: ``key_store_engines``), or when none are
+    declared for every engine no store of its own claims (older configs declare nothing)."""
+    taken = set(claimed)
+    held = frozenset(ids)
+    return [
+        KeyStore(e, SHARED_KIND, held, source) for e in (engines or [ANY_ENGINE]) if e not in taken
+    ]
 
 
 # -- the comparison --------------------------------------------------------------------------
@@ -398,7 +405,7 @@ def check(
     """
     wanted = list(engines) or [ANY_ENGINE]
     ids = frozenset(store)
-    stores = [KeyStore(e, "vault-kv", ids, source) for e in wanted]
+    stores = [KeyStore(e, SHARED_KIND, ids, source) for e in wanted]
     report = check_stores(
         [KmsKey(k, e) for k, e in kms_rows], [CaCert(s, ski) for s, ski in ca_rows], stores
     )

@@ -1,4 +1,5 @@
-"""PostgreSQL restore: into scratch databases first, verify, then swap names in one transaction.
+"""The postgres component's restore: into scratch databases first, verify, then swap names in one
+transaction; in a drill, into scratch databases that are dropped again.
 
 The runbook drops the live database and restores into an empty one: a failed download, a wrong
 key or a killed pg_restore leaves the CA without a database. Here the live database is not
@@ -24,25 +25,27 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..clients import postgres as pg
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import ConfigurationError, DatabaseError, IntegrityError, LamassuBackupError
-from ..models.runner import ArtifactRecord
-from .restore_stream import (
-    FileSink,
-    HeadTap,
-    ProcessSink,
-    ScriptSink,
-    pg_restore_error,
-    stream_artifact,
-)
+from ...clients import postgres as pg
+from ...clients.gpg import Keyring
+from ...clients.s3 import S3Store
+from ...errors import ConfigurationError, DatabaseError, IntegrityError, LamassuBackupError
+from ...models.runner import ArtifactRecord
+from ...runner.restore.hooks import BaseHooks, PlanItem, Purpose
+from ...runner.stream.fetch import FileSink, HeadTap, ProcessSink, stream_artifact
+from .sinks import ScriptSink, pg_restore_error
+
+if TYPE_CHECKING:
+    from ...runner.restore.hooks import HooksFactory
+    from ...runner.restore.keys import KeyInventory
+    from ...runner.restore.run import RestoreRun
+
+NAME = "postgres"
 
 MAX_IDENT = 63
 RESTORING = "__restoring"
@@ -504,3 +507,217 @@ def require_whole_databases(conn: pg.PgConnection, targets: list[PgTarget]) -> N
                 "restore does not bring back, and an in-place restore swaps whole databases: "
                 "restore every schema of the set (empty spec.databases) or run a Drill"
             )
+
+
+class PostgresHooks(BaseHooks):
+    """The databases in a restore: restored beside the live ones and verified, then swapped in
+    (one transaction; swapped back when a later component fails), or dropped after a drill."""
+
+    name = NAME
+    order = 20
+
+    def __init__(self, run: RestoreRun) -> None:
+        super().__init__(run)
+        self.pgr: PostgresRestore | None = None
+
+    def conn(self) -> pg.PgConnection:
+        """The target PostgreSQL server."""
+        settings = self.run.cfg.postgres
+        if settings is None:
+            raise ConfigurationError(
+                "the postgres component needs a target server (spec.target.postgres or the "
+                "policy's)"
+            )
+        return self.run.ctx.pg_connection(settings)
+
+    def select(self, artifacts: list[ArtifactRecord]) -> None:
+        self.artifacts = select_artifacts(artifacts, self.run.cfg.databases)
+
+    def _drill_name(self, database: str) -> str:
+        return f"{database}{DRILL}{self.run.id}"
+
+    def _restorer(self, copy_props: bool) -> PostgresRestore:
+        """The PostgreSQL restorer for the target server."""
+        run = self.run
+        return PostgresRestore(
+            self.conn(),
+            store=run.set.store,
+            set_prefix=run.cfg.set_prefix,
+            keyring=run.set.keyring,
+            passphrase=run.set.passphrase,
+            scratch_dir=run.ctx.scratch,
+            jobs=run.cfg.postgres_jobs,
+            parallel=run.cfg.postgres_parallel,
+            copy_props=copy_props,
+        )
+
+    def _restore_databases(
+        self, pgr: PostgresRestore, scratch_name: Callable[[str], str]
+    ) -> list[PgTarget]:
+        """Every selected database into its scratch copy, verified."""
+        targets = plan_targets(self.artifacts, scratch_name)
+        with self.run.phase("postgres", NAME):
+            pgr.prepare(targets)
+        self.run.evidence["postgres"] = {t.database: t.evidence for t in targets}
+        for target in targets:
+            for text in target.warnings:
+                self.run.warn(text)
+        return targets
+
+    # -- before anything live changes ------------------------------------------------------------
+
+    def plan(self, item: PlanItem, drill: bool) -> None:
+        if drill:
+            for target in plan_targets(self.artifacts, self._drill_name):
+                item(f"database {target.scratch}", "restore, verify, drop")
+            return
+        existing: set[str] = set()
+        if self.run.cfg.postgres is not None:
+            existing = set(pg.list_databases(pg.OneShot(self.conn(), "postgres")))
+        suffix = self.run.cfg.swap_suffix or "<time>"
+        for target in plan_targets(self.artifacts, lambda d: f"{d}{RESTORING}"):
+            rows = sum(sum((a.details.get("rowCounts") or {}).values()) for a in target.artifacts)
+            if target.database in existing:
+                aside = f"{target.database}{PRE_RESTORE}{suffix}"
+                action = f"restore into {target.scratch}, verify, swap in; keep the live as {aside}"
+            else:
+                action = f"restore into {target.scratch}, verify, rename to {target.database}"
+            item(f"database {target.database}", action, f"{rows} rows")
+
+    def require(self) -> None:
+        self.conn()
+
+    def verify(self, purpose: Purpose) -> None:
+        if purpose == "plan":  # otherwise verified while restored beside (prepare)
+            super().verify(purpose)
+
+    def prepare(self, suffix: str | None) -> None:
+        if suffix is None:
+            self.pgr = self._restorer(copy_props=False)
+            self._restore_databases(self.pgr, self._drill_name)
+            self.run.result.components[NAME] = "Verified"
+            return
+        self.pgr = self._restorer(copy_props=True)
+        # Every database into <db>__restoring, verified; refuses what the swap cannot do.
+        targets = plan_targets(self.artifacts, lambda d: f"{d}{RESTORING}")
+        require_whole_databases(self.pgr.conn, targets)
+        for target in targets:
+            check_name(f"{target.database}{PRE_RESTORE}{suffix}")
+        self._restore_databases(self.pgr, lambda d: f"{d}{RESTORING}")
+
+    # -- key consistency -------------------------------------------------------------------------
+
+    def _key_locations(self) -> dict[str, tuple[str, str]]:
+        """Where the ca and kms tables are: the restored copies first, else the live databases."""
+        found: dict[str, tuple[str, str]] = {}
+        for target in self.pgr.targets if self.pgr is not None else []:
+            for artifact in target.artifacts:
+                database, schema = artifact_database(artifact)
+                found[schema or database] = (target.scratch, schema or "public")
+        if ("ca" not in found or "kms" not in found) and self.run.cfg.postgres is not None:
+            existing = set(pg.list_databases(pg.OneShot(self.conn(), "postgres")))
+            for service in ("ca", "kms"):
+                if service not in found and service in existing:
+                    found[service] = (service, "public")
+        return found
+
+    def key_inventory(self) -> KeyInventory | None:
+        where = self._key_locations()
+        if "ca" not in where or "kms" not in where:
+            return None
+
+        def read() -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
+            conn = self.conn()
+            return pg.key_inventory(
+                pg.OneShot(conn, where["ca"][0]),
+                where["ca"][1],
+                pg.OneShot(conn, where["kms"][0]),
+                where["kms"][1],
+            )
+
+        return read
+
+    def needs_key_check(self) -> bool:
+        return bool(self.artifacts)
+
+    # -- in place ----------------------------------------------------------------------------------
+
+    def apply(self, suffix: str) -> None:
+        if self.pgr is None:
+            return
+        with self.run.phase("swap", NAME):
+            kept = self.pgr.swap(suffix)
+        self.run.changed.append(NAME)
+        self.run.evidence["swapSuffix"] = suffix
+        self.run.evidence["kept"] = kept
+        self.run.result.components[NAME] = "Completed"
+
+    def undo(self, suffix: str) -> str | None:
+        if self.pgr is None or NAME not in self.run.changed:
+            return None
+        try:
+            with self.run.phase("swapBack", NAME):
+                swap_back(self.pgr.conn, [t.database for t in self.pgr.targets], suffix)
+        except LamassuBackupError as again:
+            raise LamassuBackupError(
+                f"swapping the databases back failed too: {again.message}", reason=again.reason
+            ) from None
+        self.run.changed.remove(NAME)
+        return "the databases had been swapped: they were swapped back"
+
+    def discard(self) -> None:
+        if self.pgr is not None:
+            left = self.pgr.discard()
+            if left:
+                self.run.warn(
+                    f"scratch databases left behind (drop them by hand): {', '.join(left)}"
+                )
+
+    def close(self) -> None:
+        if self.pgr is not None:
+            self.pgr.close()
+
+    # -- drill -------------------------------------------------------------------------------------
+
+    def teardown(self) -> list[str]:
+        left: list[str] = []
+        if self.pgr is not None:
+            left += self.pgr.discard()
+            self.pgr.close()
+            try:
+                databases = pg.list_databases(pg.OneShot(self.pgr.conn, "postgres"))
+                marker = f"{DRILL}{self.run.id}"
+                left += [n for n in databases if n.endswith(marker) and n not in left]
+            except LamassuBackupError as exc:
+                self.run.warn(f"could not check for leftover scratch databases: {exc.message}")
+        return left
+
+    # -- finalize / rollback -----------------------------------------------------------------------
+
+    def finalize(self, suffix: str) -> list[str]:
+        cfg = self.run.cfg
+        if cfg.postgres is None:
+            return []
+        dropped: list[str] = []
+        with self.run.phase("finalize", NAME):
+            conn = self.conn()
+            dbs = kept_databases(conn, suffix, cfg.databases)
+            if cfg.keep_previous:
+                self.run.evidence["kept"] = [f"{d}{PRE_RESTORE}{suffix}" for d in dbs]
+            else:
+                dropped += finalize(conn, dbs, suffix)
+        self.run.result.components[NAME] = "Completed"
+        return dropped
+
+    def rollback(self, suffix: str) -> list[str]:
+        if self.run.cfg.postgres is None:
+            return []
+        with self.run.phase("swapBack", NAME):
+            conn = self.conn()
+            kept = kept_databases(conn, suffix, self.run.cfg.databases)
+            rolled = swap_back(conn, kept, suffix)
+        self.run.result.components[NAME] = "RolledBack"
+        return rolled
+
+
+HOOKS: HooksFactory = PostgresHooks

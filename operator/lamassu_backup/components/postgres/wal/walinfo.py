@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..builders.wal import parse_lsn
-from ..errors import LamassuBackupError
+from ....builders.wal import parse_lsn
+from ....errors import LamassuBackupError
 
 _COMMIT_RE = re.compile(
     r"lsn: ([0-9A-F]+/[0-9A-F]+),.*desc: (?:COMMIT|ABORT)(?:_PREPARED)? "

@@ -3,7 +3,7 @@
 The recovered scratch server holds every database as of the target time. Copying its files over
 the live server would destroy the live databases first; instead each database is dumped from
 the scratch server and restored into a scratch database next to the live one
-(:class:`..restore_pg.PostgresRestore`, unchanged: database-level properties, one transaction
+(:class:`..restore.PostgresRestore`, unchanged: database-level properties, one transaction
 of renames, the previous databases kept as ``<db>__pre_restore_<suffix>`` for rollback). The
 verification compares the restored copy with the recovered server itself: every table's row
 count and the goose state must be equal, or nothing is swapped.
@@ -17,14 +17,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..clients import postgres as pg
-from ..clients.gpg import Keyring
-from ..clients.s3 import S3Store
-from ..errors import DatabaseError
-from ..models.runner import ArtifactRecord
-from .pipeline import CHUNK, StderrTail, widen_pipe
-from .restore_pg import RESTORING, PgTarget, PostgresRestore, plan_targets
-from .restore_stream import FetchStats, HeadTap, ProcessSink, exit_text, pg_restore_error
+from ....clients import postgres as pg
+from ....clients.gpg import Keyring
+from ....clients.s3 import S3Store
+from ....errors import DatabaseError
+from ....models.runner import ArtifactRecord
+from ....runner.stream.fetch import FetchStats, HeadTap, ProcessSink, exit_text
+from ....runner.stream.pipeline import CHUNK, StderrTail, widen_pipe
+from ..restore import RESTORING, PgTarget, PostgresRestore, plan_targets
+from ..sinks import pg_restore_error
 
 
 class RecoveredServerRestore(PostgresRestore):
@@ -137,7 +138,7 @@ def bring_into_live(
     """Restore ``databases`` from the recovered server into the live one, verify, swap.
 
     Returns the names the previous databases are kept under (finalize drops them, rollback
-    renames them back: :func:`..restore_pg.finalize`, :func:`..restore_pg.swap_back`) and the
+    renames them back: :func:`..restore.finalize`, :func:`..restore.swap_back`) and the
     evidence per database. On any failure the scratch databases are dropped and the live ones
     were never touched.
     """

@@ -1,0 +1,1 @@
+"""The aws_kms component (see lamassu_backup.components)."""

@@ -1,0 +1,1 @@
+"""The config component (see lamassu_backup.components)."""

@@ -1,0 +1,1 @@
+"""The postgres component (see lamassu_backup.components)."""

@@ -1,0 +1,157 @@
+"""The postgres component's models: the policy's spec, the restore's target and options, and
+the runner's settings (one place for everything PostgreSQL-shaped in the API)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import Field
+
+from ...models.base import CRModel, RunnerModel
+from ...models.common import BasicAuthSecretRef, SecretKeyRef
+from ...models.types import Duration
+
+LAMASSU_DATABASES = ["ca", "devicemanager", "dmsmanager", "alerts", "va", "kms"]
+"""The six databases of a standard Lamassu install (one per service)."""
+
+
+PG_IDENTIFIER = r"^[a-zA-Z_][a-zA-Z0-9_$-]{0,62}$"
+
+
+class SslMode(StrEnum):
+    """libpq sslmode values."""
+
+    DISABLE = "disable"
+    ALLOW = "allow"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+class DatabaseLayout(StrEnum):
+    """How Lamassu's services keep their data in PostgreSQL."""
+
+    DATABASES = "Databases"
+    SCHEMAS = "Schemas"
+
+
+class CompressionAlgorithm(StrEnum):
+    """How dumps are compressed before encryption (GPG's own compression is always off)."""
+
+    ZSTD = "zstd"
+    LZ4 = "lz4"
+    GZIP = "gzip"
+    NONE = "none"
+
+
+class Compression(CRModel):
+    """Compression of database dumps.
+
+    ``zstd`` and ``lz4`` run as a separate stage after ``pg_dump -Z0`` (fast, multi-core); ``gzip``
+    is pg_dump's own compression (slow, but the decrypted file is directly ``pg_restore``-able);
+    ``none`` stores the plain custom-format dump.
+    """
+
+    algorithm: CompressionAlgorithm = CompressionAlgorithm.ZSTD
+    """zstd (default: the fastest measured choice with the smallest objects), lz4, gzip or none."""
+
+    level: int = Field(default=1, ge=0, le=19)
+    """Algorithm level; 1 is the measured sweet spot for zstd."""
+
+
+class PostgresComponent(CRModel):
+    """The PostgreSQL server holding Lamassu's databases; each is dumped with ``pg_dump -Fc``."""
+
+    host: str = Field(min_length=1)
+    """Host name or address of the PostgreSQL server, e.g. postgres.lamassu.svc."""
+
+    port: int = Field(default=5432, ge=1, le=65535)
+    """TCP port of the server."""
+
+    ssl_mode: SslMode = SslMode.PREFER
+    """libpq sslmode for every connection."""
+
+    ca_secret: SecretKeyRef | None = None
+    """CA certificate to verify the server with (for sslMode verify-ca / verify-full)."""
+
+    credentials_secret: BasicAuthSecretRef
+    """Secret with the username and password of a role that can read every database dumped."""
+
+    layout: DatabaseLayout = DatabaseLayout.DATABASES
+    """Databases: one database per service (Lamassu today). Schemas: one database, one schema per
+    service.
+    """
+
+    databases: list[str] = Field(
+        default_factory=lambda: list(LAMASSU_DATABASES),
+        min_length=1,
+        json_schema_extra={"items": {"type": "string", "pattern": PG_IDENTIFIER}},
+    )
+    """Databases to dump (layout Databases). Default: the six Lamassu databases."""
+
+    database: str = Field(default="lamassu", pattern=PG_IDENTIFIER)
+    """The single database to dump (layout Schemas)."""
+
+    schemas: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"items": {"type": "string", "pattern": PG_IDENTIFIER}},
+    )
+    """Schemas to dump (layout Schemas), one artifact each; empty: the whole database."""
+
+    compression: Compression = Field(default_factory=Compression)
+    """Dump compression."""
+
+    parallel: int = Field(default=2, ge=1, le=8)
+    """Databases dumped at the same time (measured: 2 lets the small ones finish beside the big one)."""
+
+    recovery_point_objective: Duration = timedelta(hours=2)
+    """The policy is Stale when the last successful dump is older than this."""
+
+
+class PostgresSettings(RunnerModel):
+    """A PostgreSQL server to dump from or restore into."""
+
+    host: str
+    port: int = 5432
+    ssl_mode: SslMode = SslMode.PREFER
+    ca_file: str | None = None
+    username_file: str
+    password_file: str
+    layout: DatabaseLayout = DatabaseLayout.DATABASES
+    databases: list[str] = Field(default_factory=list)
+    database: str = "lamassu"
+    schemas: list[str] = Field(default_factory=list)
+    compression: Compression = Field(default_factory=Compression)
+    parallel: int = Field(default=2, ge=1, le=8)
+    """Databases dumped at the same time."""
+
+
+class PostgresTarget(CRModel):
+    """Restore into another PostgreSQL server (e.g. a DR instance)."""
+
+    host: str = Field(min_length=1)
+    """Host of the target server."""
+
+    port: int = Field(default=5432, ge=1, le=65535)
+    """Port."""
+
+    ssl_mode: SslMode = SslMode.PREFER
+    """libpq sslmode."""
+
+    ca_secret: SecretKeyRef | None = None
+    """CA certificate for verify-ca/verify-full."""
+
+    credentials_secret: BasicAuthSecretRef
+    """A role that can create, rename and drop the databases restored."""
+
+
+class PostgresOptions(CRModel):
+    """PostgreSQL restore options."""
+
+    jobs: int = Field(default=1, ge=1, le=16)
+    """pg_restore parallel jobs; above 1 the dump is spooled to a local file first."""
+
+    keep_previous: bool = False
+    """Keep the pre-restore databases (<db>__pre_restore_<time>) after a successful validation."""

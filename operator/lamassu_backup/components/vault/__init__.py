@@ -1,0 +1,1 @@
+"""The vault component (see lamassu_backup.components)."""

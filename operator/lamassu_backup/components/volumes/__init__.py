@@ -1,0 +1,1 @@
+"""The volumes component (see lamassu_backup.components)."""
