@@ -21,6 +21,15 @@ var enabledControllers = []string{
 	"ttl-after-finished-controller",
 	// Fills the aggregated ClusterRoles (admin, edit, view); without it they grant nothing.
 	"clusterrole-aggregation-controller",
+	// Workloads as a cluster runs them: the operator's Deployment (from its Helm chart) gets its
+	// Pod from a ReplicaSet, so killing the operator is deleting its Pod; Lamassu's ca is a
+	// Deployment and its kms a StatefulSet (with the filesystem engine's volumeClaimTemplate), so
+	// a restore scales real workloads down and back and waits on the status these controllers
+	// report. They need nothing else: PVCs need no binding, as the pod runner only checks that
+	// the claim exists.
+	"deployment-controller",
+	"replicaset-controller",
+	"statefulset-controller",
 }
 
 // runControllerManager blocks until ctx ends. Fields are set directly: calling the options'

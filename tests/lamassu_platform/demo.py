@@ -1,9 +1,8 @@
 """``make demo``: the operator on the local platform, a policy, an on-demand backup, the result.
 
 Expects ``make platform-up`` to have run. Installs the operator as a user would, with
-``helm install`` of the chart, and starts its Pod (run by the pod runner from the operator image;
-the test control plane has no Deployment controller, so the demo creates the Pod from the
-Deployment's template). Applies the sample policy for the sample Lamassu install, asks for a
+``helm install`` of the chart; the control plane's Deployment and ReplicaSet controllers create
+its Pod, which the pod runner runs from the operator image. Applies the sample policy for the sample Lamassu install, asks for a
 backup now, waits for it, and shows ``kubectl get lamassu`` and the objects in the S3 server; if
 the backup does not complete, says why. Ports are free ones, so two clones' demos do not clash.
 With ``LAMASSU_POD_RUNTIME=host`` the operator runs as a host process instead
@@ -13,6 +12,7 @@ With ``LAMASSU_POD_RUNTIME=host`` the operator runs as a host process instead
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -26,7 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ._util import free_port
-from .operator_proc import OPERATOR_NAMESPACE, RELEASE, create_operator_pod, install_chart
+from .operator_proc import OPERATOR_NAMESPACE, RELEASE, install_chart, operator_pods
 
 OPERATOR_PID = "operator.pid"
 GROUP, VERSION = "backup.lamassu.io", "v1alpha1"
@@ -41,13 +41,23 @@ def _env(state: Path) -> dict[str, str]:
     return out
 
 
-OPERATOR_POD = f"{RELEASE}-0"
-
-
-def operator_log(state: Path) -> Path:
-    """Where the operator's output is (the pod runner's log of its container, or the process's)."""
+def operator_log(state: Path, api: client.ApiClient | None = None) -> Path:
+    """Where the operator's output is: the pod runner's log of its Pod's container (the newest
+    Pod of the chart's Deployment), or the host process's."""
     if _pod_runtime(state) == "runc":
-        return state / "run" / "pods" / "logs" / f"{OPERATOR_NAMESPACE}_{OPERATOR_POD}_operator.log"
+        logs = state / "run" / "pods" / "logs"
+        pod = ""
+        if api is not None:
+            with contextlib.suppress(ApiException):
+                found = operator_pods(client.CoreV1Api(api))
+                pod = found[-1].metadata.name if found else ""
+        if pod:
+            return logs / f"{OPERATOR_NAMESPACE}_{pod}_operator.log"
+        newest = sorted(
+            logs.glob(f"{OPERATOR_NAMESPACE}_{RELEASE}-*_operator.log"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        return newest[-1] if newest else logs / f"{OPERATOR_NAMESPACE}_{RELEASE}_operator.log"
     return state / "operator.log"
 
 
@@ -57,18 +67,23 @@ def _pod_runtime(state: Path) -> str:
 
 
 def start_operator_pod(state: Path, api: client.ApiClient) -> str:
-    """``helm install`` of the chart and the operator's Pod; returns its metrics URL."""
+    """``helm install`` of the chart (its ReplicaSet creates the operator's Pod); returns the
+    metrics URL. A second ``make demo`` on a running platform keeps a healthy operator Pod."""
     core = client.CoreV1Api(api)
     try:
-        pod = core.read_namespaced_pod(OPERATOR_POD, OPERATOR_NAMESPACE)
-        port = next(p.container_port for p in pod.spec.containers[0].ports if p.name == "metrics")
-        if not pod.metadata.deletion_timestamp and pod.status.phase in ("Pending", "Running"):
-            return f"http://127.0.0.1:{port}/metrics"
-        core.delete_namespaced_pod(OPERATOR_POD, OPERATOR_NAMESPACE, grace_period_seconds=0)
-        time.sleep(2)
+        pods = operator_pods(core)
     except ApiException as exc:
         if exc.status != 404:
             raise
+        pods = []
+    live = [p for p in pods if not p.metadata.deletion_timestamp]
+    if live and live[-1].status.phase in ("Pending", "Running"):
+        port = next(
+            p.container_port for p in live[-1].spec.containers[0].ports if p.name == "metrics"
+        )
+        return f"http://127.0.0.1:{port}/metrics"
+    # No Pod, or a failed one: an upgrade with fresh ports rolls the Deployment (Recreate, so
+    # never two operator Pods).
     port = free_port()
     values = {
         "image": {"pullPolicy": "Never"},
@@ -76,7 +91,6 @@ def start_operator_pod(state: Path, api: client.ApiClient) -> str:
         "healthPort": free_port(),
     }
     install_chart(state / "kubeconfig", values, state)
-    create_operator_pod(api, OPERATOR_POD)
     return f"http://127.0.0.1:{port}/metrics"
 
 
@@ -125,7 +139,7 @@ def main() -> int:
         url = start_operator_pod(state, api)
         print(
             f"operator installed with helm (release {RELEASE} in {OPERATOR_NAMESPACE}); its Pod "
-            f"runs from the operator image (log {operator_log(state)}, metrics {url})"
+            f"runs from the operator image (log {operator_log(state, api)}, metrics {url})"
         )
     else:
         pid = start_operator(state)
@@ -187,7 +201,7 @@ def main() -> int:
         f"\nbackup {name}: {phase}. Try: . {state}/env; kubectl describe lamassubackup {name} -n {namespace}"
     )
     if phase != "Completed":
-        print(why_not_completed(api, status, operator_log(state)))
+        print(why_not_completed(api, status, operator_log(state, api)))
     print("Stop everything with: make platform-down")
     return 0 if phase == "Completed" else 1
 
@@ -221,14 +235,21 @@ def why_not_completed(api: client.ApiClient, status: dict[str, Any], log: Path) 
     if not status:
         lines.append("  the operator never picked the backup up")
         try:
-            pod = client.CoreV1Api(api).read_namespaced_pod(OPERATOR_POD, OPERATOR_NAMESPACE)
-            for st in pod.status.container_statuses or []:
-                state = st.state.waiting or st.state.terminated
-                if state is not None:
-                    lines.append(f"  operator Pod: {state.reason}: {state.message or ''}".rstrip())
+            pods = operator_pods(client.CoreV1Api(api))
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            pods = []
+        if not pods:
+            lines.append("  operator Pod: none (the Deployment has no Pod)")
+        for pod in pods[-1:]:
+            for st in pod.status.container_statuses or []:
+                state = st.state.waiting or st.state.terminated
+                if state is not None:
+                    lines.append(
+                        f"  operator Pod {pod.metadata.name}: {state.reason}: "
+                        f"{state.message or ''}".rstrip()
+                    )
         if log.exists():
             tail = log.read_text(errors="replace").strip().splitlines()[-1:]
             lines += [f"  operator log: {t}" for t in tail]

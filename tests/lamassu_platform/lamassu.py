@@ -9,9 +9,16 @@ The kms has two crypto engines, as an install can: ``filesystem-1`` (the chart's
 file per key id in a directory that stands for the PVC) and ``vault-1`` (Vault KV v2 on the
 platform's OpenBao, AppRole login, as Lamassu's own tests set it up). The configuration is the
 chart's: ConfigMaps ``kms-config`` and ``ca-config``, key ``config``; :meth:`Lamassu.configmaps`
-gives them as objects to install. This first step runs the services as host processes (the pod
-runner has no Deployment controller behind it yet); each reads its file through
-``LAMASSU_CONFIG_FILE``, which is what the chart's mount at ``/etc/lamassuiot/config.yml`` gives.
+gives them as objects to install. Two ways to run the services:
+
+- as the chart's workloads (``pods=`` a :class:`~.lamassu_pods.LamassuPods`): kms a StatefulSet
+  with its filesystem engine on the PVC ``golang-engine-storage-kms-0``, ca a Deployment, both from
+  the ``lamassu`` image, their configs mounted from the ConfigMaps, run by the pod runner on runc
+  (the control plane's controllers create and replace their Pods): what ``make demo`` and the
+  e2e tests that scale Lamassu use;
+- as host processes (no ``pods``): each reads its file through ``LAMASSU_CONFIG_FILE``, which is
+  what the chart's mount at ``/etc/lamassuiot/config.yml`` gives; a few seconds faster, for the
+  tests that never scale a workload (``LAMASSU_SERVICES=host`` asks for it everywhere).
 
 Secrets: the database password and the AppRole secret_id are in the config files (mode 0600), as
 in the chart's ConfigMaps; they never go into argv, logs or exception texts (``goose-lamassu``
@@ -41,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ._util import REPO_ROOT, free_port, stop_process, wait_for
+from .lamassu_pods import FS_MOUNT, VAULT_CA_CONFIGMAP, VAULT_CA_DIR, LamassuPods
 from .openbao import OpenBao
 from .postgres import PostgresServer
 
@@ -457,8 +465,9 @@ class Lamassu:
     """Databases migrated, then ``kms`` and ``ca`` running; ``stop()`` ends both.
 
     ``root`` holds ``config/`` (the two config files), ``crypto/fs`` (the filesystem engine's
-    keys: stands for the ``golang-engine-storage`` PVC) and ``logs/``. With ``openbao`` given, the
-    kms gets the ``vault-1`` engine on its ``vault_mount`` too.
+    keys: stands for the ``golang-engine-storage`` PVC; with ``pods``, the PVC's own folder is
+    used) and ``logs/``. With ``openbao`` given, the kms gets the ``vault-1`` engine on its
+    ``vault_mount`` too.
     """
 
     def __init__(
@@ -470,15 +479,17 @@ class Lamassu:
         vault_mount: str = DEFAULT_VAULT_MOUNT,
         bin_dir: Path | None = None,
         start_timeout: float = 30,
+        pods: LamassuPods | None = None,
     ) -> None:
         self.root = root.resolve()
+        self.pods = pods
         self.pg = pg
         self.openbao = openbao
         self.vault_mount = vault_mount
         self.bin_dir = bin_dir
         self.start_timeout = start_timeout
         self.config_dir = self.root / "config"
-        self.fs_dir = self.root / "crypto" / "fs"
+        self.fs_dir = pods.fs_dir if pods is not None else self.root / "crypto" / "fs"
         self.log_dir = self.root / "logs"
         self.kms_port = 0
         self.ca_port = 0
@@ -510,8 +521,10 @@ class Lamassu:
         began = time.monotonic()
         if self.bin_dir is None:
             self.bin_dir = lamassu_bin_dir()
-        for d in (self.config_dir, self.fs_dir, self.log_dir):
+        for d in (self.config_dir, self.log_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.pods is None:
+            self.fs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.prepare_databases()
             self.write_configs()
@@ -561,7 +574,9 @@ class Lamassu:
             vault = VaultEngineSettings(
                 hostname="127.0.0.1",
                 port=self.openbao.port,
-                ca_file=self.openbao.ca_cert_path,
+                ca_file=Path(VAULT_CA_DIR) / "ca.crt"
+                if self.pods is not None
+                else self.openbao.ca_cert_path,
                 mount=self.vault_mount,
                 role_id=role_id,
                 secret_id=secret_id,
@@ -571,7 +586,7 @@ class Lamassu:
                 port=self.kms_port,
                 pg=self.pg,
                 db_password=self._password,
-                fs_dir=self.fs_dir,
+                fs_dir=Path(FS_MOUNT) if self.pods is not None else self.fs_dir,
                 vault=vault,
             ),
             "ca": ca_config(
@@ -606,11 +621,37 @@ class Lamassu:
 
     def start_services(self) -> None:
         """kms, then ca (it needs the kms), each until ``/health`` answers."""
+        if self.pods is not None:
+            self._apply_configmaps()
         for name, port in (("kms", self.kms_port), ("ca", self.ca_port)):
             self.start_service(name, port)
 
+    def _apply_configmaps(self) -> None:
+        """The chart's ConfigMaps (and the Vault engine's CA) in the workloads' namespace."""
+        assert self.pods is not None
+        maps = self.configmaps(self.pods.namespace)
+        if self.openbao is not None:
+            maps.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": VAULT_CA_CONFIGMAP,
+                        "namespace": self.pods.namespace,
+                        "labels": {"app.kubernetes.io/part-of": "lamassu", "app": "kms"},
+                    },
+                    "data": {"ca.crt": self.openbao.ca_cert_path.read_text()},
+                }
+            )
+        self.pods.apply_configmaps(maps)
+
     def start_service(self, name: str, port: int) -> None:
-        """One service as a process in its own group; waits for its ``/health``."""
+        """One service (its workload scaled to 1, or a process in its own group); waits for
+        its ``/health``."""
+        if self.pods is not None:
+            self.pods.ensure(name, port, vault_ca=self.openbao is not None)
+            self.pods.wait_healthy(name, port, self.start_timeout + 30)
+            return
         assert self.bin_dir is not None
         old = self._procs.get(name)
         if old is not None and old.poll() is None:
@@ -657,7 +698,11 @@ class Lamassu:
             )
 
     def stop_service(self, name: str) -> None:
-        """End one service (e.g. so a restore can replace its data underneath)."""
+        """End one service (e.g. so a restore can replace its data underneath); a workload is
+        scaled to 0 and its Pod waited for."""
+        if self.pods is not None:
+            self.pods.stop(name)
+            return
         proc = self._procs.pop(name, None)
         if proc is not None:
             stop_process(proc)
@@ -674,14 +719,18 @@ class Lamassu:
         self.start_services()
 
     def running(self, name: str) -> bool:
-        """Whether the service's process is alive."""
+        """Whether the service's process (or its workload's Pod) is running."""
+        if self.pods is not None:
+            return self.pods.running(name)
         proc = self._procs.get(name)
         return proc is not None and proc.poll() is None
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The end of a service's log (it never prints the config's secrets)."""
-        path = self.log_dir / f"{name}.log"
-        if not path.exists():
+        path: Path | None = self.log_dir / f"{name}.log"
+        if self.pods is not None:
+            path = self.pods.log_path(name)
+        if path is None or not path.exists():
             return ""
         text = path.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(text).replace(self._password, "***") if self._password else "\n".join(text)

@@ -4,9 +4,13 @@ Used by the end-to-end tests, ``make demo`` and the operator benchmark. With the
 runner on runc (``Platform(pod_runtime="runc")``), :class:`Operator` installs the chart with
 ``helm install`` (CRDs, RBAC, ServiceAccount, Deployment, Service) and runs the Deployment's Pod
 from the operator image, with the projected ServiceAccount token that admission injects: the
-chart, its RBAC, its securityContext and its values are what is tested. The test control plane
-has no Deployment controller, so :class:`Operator` plays its part for the one Pod: ``start()``
-creates it from the Deployment's template, ``stop()`` deletes it (``SIGKILL``: grace period 0).
+chart, its RBAC, its securityContext and its values are what is tested. The control plane runs
+the real Deployment and ReplicaSet controllers, so the Pod comes from the chart's Deployment as in
+a cluster: ``kill()`` deletes it with grace period 0 and waits for the ReplicaSet's replacement;
+``stop()`` takes the operator away for a while (the Deployment scaled to 0; with ``SIGKILL`` its
+Pod is deleted with grace 0 as well, so it gets no time to finish) and ``start()`` scales it back
+to 1 and waits until the new Pod serves metrics. Exactly one operator Pod exists at any time:
+every wait also checks that.
 
 With host-process Pods, the operator runs as a host process (``lamassu-backup operator``) with a
 kubeconfig holding a token of the chart's ServiceAccount, so a permission missing from the chart
@@ -88,15 +92,20 @@ def install_chart(kubeconfig: Path, values: dict[str, Any], workdir: Path) -> No
     )
 
 
-def create_operator_pod(api: client.ApiClient, name: str) -> None:
-    """The Pod a ReplicaSet would create from the chart's Deployment (the test control plane runs
-    no Deployment controller)."""
-    deployment = client.AppsV1Api(api).read_namespaced_deployment(RELEASE, OPERATOR_NAMESPACE)
-    template = api.sanitize_for_serialization(deployment.spec.template)
-    metadata = dict(template.get("metadata") or {})
-    metadata["name"] = name
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
-    client.CoreV1Api(api).create_namespaced_pod(OPERATOR_NAMESPACE, pod)
+def operator_pods(core: client.CoreV1Api) -> list[Any]:
+    """The Pods of the chart's Deployment (by its selector), oldest first."""
+    apps = client.AppsV1Api(core.api_client)
+    selector = apps.read_namespaced_deployment(RELEASE, OPERATOR_NAMESPACE).spec.selector
+    labels = ",".join(f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items()))
+    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector=labels).items
+    return sorted(pods, key=lambda p: p.metadata.creation_timestamp)
+
+
+def scale_operator(api: client.ApiClient, replicas: int) -> None:
+    """Scale the chart's Deployment (what ``kubectl scale`` does)."""
+    client.AppsV1Api(api).patch_namespaced_deployment_scale(
+        RELEASE, OPERATOR_NAMESPACE, {"spec": {"replicas": replicas}}
+    )
 
 
 def chart_rbac_kubeconfig(platform: Platform, out: Path) -> Path:
@@ -207,7 +216,7 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
         # The chart's Pod needs the pod runner on runc (containers from images).
         self.pod_mode = platform.pod_runtime == "runc" if pod is None else pod
-        self.pod_name = f"{RELEASE}-0"
+        self.pod_name = ""  # the current Pod's (the ReplicaSet names it)
         if self.pod_mode:
             self._install_chart()
         else:
@@ -215,7 +224,10 @@ class Operator:
 
     # ----------------------------------------------------------------------- chart's Pod
     def _install_chart(self) -> None:
-        """``helm install`` of the chart, with the values a user would set for this cluster."""
+        """``helm install`` of the chart, with the values a user would set for this cluster.
+
+        The ReplicaSet creates the operator's Pod at once; :meth:`start` waits for it.
+        """
         assert self.platform.control_plane is not None
         assert self.platform.pod_runner is not None
         ref = images.ref_of(self.platform.images, "operator")
@@ -229,63 +241,106 @@ class Operator:
         install_chart(self.platform.control_plane.kubeconfig, values, self.log.parent)
         self.api = self.platform.api()
         self.core = client.CoreV1Api(self.api)
-        # One log across restarts (same Pod name): the pod runner appends to it.
-        target = self.platform.pod_runner.log_path(OPERATOR_NAMESPACE, self.pod_name, "operator")
+
+    def _follow_log(self, pod_name: str) -> None:
+        """Point ``self.log`` at this Pod's container log (one file per Pod, as a kubelet's)."""
+        assert self.platform.pod_runner is not None
+        target = self.platform.pod_runner.log_path(OPERATOR_NAMESPACE, pod_name, "operator")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch()
         self.log.unlink(missing_ok=True)
         self.log.symlink_to(target)
+        self.pod_name = pod_name
 
-    def _pod_gone(self) -> bool:
-        try:
-            self.core.read_namespaced_pod(self.pod_name, OPERATOR_NAMESPACE)
-        except ApiException as exc:
-            if exc.status == 404:
-                return True
-            raise
-        return False
+    def _wait_for_pod(self, *, not_named: str = "") -> None:
+        """Wait until the Deployment's one Pod (not ``not_named``) serves metrics.
 
-    def _start_pod(self) -> None:
-        deadline = time.monotonic() + 60
-        while not self._pod_gone():  # a Pod still terminating keeps its name
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the previous {self.pod_name} is still terminating")
-            time.sleep(0.2)
-        create_operator_pod(self.api, self.pod_name)
-        offset = self.log.stat().st_size
+        Fails if two operator Pods exist at once, or if the Pod ends (CrashLoopBackOff shows
+        in its status and log).
+        """
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1).ok:
+            live = [p for p in operator_pods(self.core) if not p.metadata.deletion_timestamp]
+            assert len(live) <= 1, f"two operator Pods: {[p.metadata.name for p in live]}"
+            if live and live[0].metadata.name != not_named:
+                pod = live[0]
+                if pod.metadata.name != self.pod_name:
+                    self._follow_log(pod.metadata.name)
+                if self._metrics_up():
                     return
-            except requests.RequestException:
-                pass
-            pod = self.core.read_namespaced_pod(self.pod_name, OPERATOR_NAMESPACE)
-            assert pod.status.phase not in ("Succeeded", "Failed"), (
-                f"the operator Pod ended ({pod.status.phase}): "
-                + self.log.read_bytes()[offset:].decode(errors="replace")[-3000:]
-                + str(pod.status.container_statuses)
-            )
+                for st in pod.status.container_statuses or []:
+                    waiting = st.state.waiting
+                    # Never fixed by waiting: say so now rather than after the timeout.
+                    assert waiting is None or waiting.reason not in (
+                        "ErrImageNeverPull",
+                        "CreateContainerConfigError",
+                    ), f"the operator Pod cannot start: {waiting.reason}: {waiting.message}"
+                assert pod.status.phase not in ("Succeeded", "Failed"), (
+                    f"the operator Pod ended ({pod.status.phase}): "
+                    + self.log.read_bytes().decode(errors="replace")[-3000:]
+                    + str(pod.status.container_statuses)
+                )
             time.sleep(0.3)
         raise TimeoutError(
             "the operator Pod did not serve metrics: "
-            + self.log.read_bytes()[offset:].decode(errors="replace")[-3000:]
+            + (self.log.read_bytes().decode(errors="replace")[-3000:] if self.pod_name else "")
         )
 
+    def _start_pod(self) -> None:
+        if (
+            client.AppsV1Api(self.api)
+            .read_namespaced_deployment_scale(RELEASE, OPERATOR_NAMESPACE)
+            .spec.replicas
+            != 1
+        ):
+            scale_operator(self.api, 1)
+        self._wait_for_pod()
+
+    def _delete_pods(self, grace: int) -> None:
+        for pod in operator_pods(self.core):
+            try:
+                self.core.delete_namespaced_pod(
+                    pod.metadata.name, OPERATOR_NAMESPACE, grace_period_seconds=grace
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
     def _stop_pod(self, sig: int) -> None:
-        grace = 0 if sig == signal.SIGKILL else 30
-        try:
-            self.core.delete_namespaced_pod(
-                self.pod_name, OPERATOR_NAMESPACE, grace_period_seconds=grace
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        """Scale to 0 (the ReplicaSet deletes the Pod, SIGTERM and the grace period); with
+        SIGKILL also delete it with grace 0 once the ReplicaSet asks for none, so that no
+        replacement is created in between."""
+        scale_operator(self.api, 0)
+        grace = 30
+        if sig == signal.SIGKILL:
+            grace = 0
+            apps = client.AppsV1Api(self.api)
+            deadline = time.monotonic() + 30
+            while any(
+                (rs.spec.replicas or 0) > 0
+                for rs in apps.list_namespaced_replica_set(OPERATOR_NAMESPACE).items
+                if any(o.name == RELEASE for o in rs.metadata.owner_references or [])
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the operator's ReplicaSet was not scaled to 0")
+                time.sleep(0.05)
+            self._delete_pods(0)
         deadline = time.monotonic() + grace + 30
-        while not self._pod_gone() or self._metrics_up():
+        while operator_pods(self.core) or self._metrics_up():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the operator Pod {self.pod_name} did not stop")
             time.sleep(0.2)
+
+    def kill(self) -> None:
+        """Kill the operator as a person would: delete its Pod with grace 0; the Deployment
+        brings a new one, and this waits until it serves."""
+        if not self.pod_mode:
+            self.stop(signal.SIGKILL)
+            self.start()
+            return
+        old = self.pod_name
+        self._delete_pods(0)
+        self._wait_for_pod(not_named=old)
 
     def _metrics_up(self) -> bool:
         try:
@@ -327,7 +382,8 @@ class Operator:
         raise TimeoutError("the operator did not start")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """SIGTERM: a graceful stop; SIGKILL: killed at once (the Pod deleted with grace 0)."""
+        """The operator gone until :meth:`start`. SIGTERM: a graceful stop; SIGKILL: killed at
+        once (in Pod mode the Deployment scaled to 0 and the Pod deleted with grace 0)."""
         if self.pod_mode:
             self._stop_pod(sig)
             return
@@ -343,13 +399,12 @@ class Operator:
     @property
     def running(self) -> bool:
         if self.pod_mode:
-            try:
-                pod = self.core.read_namespaced_pod(self.pod_name, OPERATOR_NAMESPACE)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            return bool(pod.status.phase == "Running" and not pod.metadata.deletion_timestamp)
+            live = [
+                p
+                for p in operator_pods(self.core)
+                if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+            ]
+            return len(live) == 1
         return self.proc is not None and self.proc.poll() is None
 
     def metrics(self) -> str:

@@ -351,6 +351,89 @@ def test_deleting_a_running_pod_kills_its_process(
         os.kill(pid, 0)
 
 
+def test_deployments_and_statefulsets_get_their_pods_from_the_real_controllers(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """A Deployment's Pod comes from its ReplicaSet; deleting it (grace 0) brings a new one;
+    scaling to 0 removes it; a StatefulSet creates its PVC from the claim template first. What
+    the operator's chart, a restore's ScalingDown and Lamassu's kms rely on."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    sleeper = python_container("import time; time.sleep(600)")
+    template = {
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [sleeper]},
+    }
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": template,
+            },
+        },
+    )
+
+    def running(selector: str) -> list[Any]:
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        return [
+            p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+        ]
+
+    wait_for(lambda: len(running("app=web")) == 1, timeout=60, what="the Deployment's Pod")
+    first = running("app=web")[0]
+    owner = first.metadata.owner_references[0]
+    assert owner.kind == "ReplicaSet"
+    assert owner.name.startswith("web-")
+    wait_for(
+        lambda: apps.read_namespaced_deployment_status("web", namespace).status.ready_replicas == 1,
+        timeout=30,
+        what="readyReplicas 1",
+    )
+    core.delete_namespaced_pod(first.metadata.name, namespace, grace_period_seconds=0)
+    wait_for(
+        lambda: [p.metadata.name for p in running("app=web")] not in ([], [first.metadata.name]),
+        timeout=60,
+        what="the replacement Pod",
+    )
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}})
+    wait_for(
+        lambda: not core.list_namespaced_pod(namespace, label_selector="app=web").items,
+        timeout=60,
+        what="no Pod after scaling to 0",
+    )
+    assert not apps.read_namespaced_deployment_status("web", namespace).status.replicas
+
+    db_template = {
+        "metadata": {"labels": {"app": "db"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{**sleeper, "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        },
+    }
+    claim = {
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    apps.create_namespaced_stateful_set(
+        namespace,
+        {
+            "metadata": {"name": "db"},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": db_template,
+                "volumeClaimTemplates": [claim],
+            },
+        },
+    )
+    wait_for(lambda: len(running("app=db")) == 1, timeout=60, what="the StatefulSet's Pod")
+    assert running("app=db")[0].metadata.name == "db-0"
+    assert core.read_namespaced_persistent_volume_claim("data-db-0", namespace)
+
+
 def test_rbac_is_enforced_for_service_account_tokens(
     api: client.ApiClient, control_plane: ControlPlane, namespace: str
 ) -> None:

@@ -72,6 +72,20 @@ def test_up_then_down(tmp_path: Path) -> None:
             check=False,
         )
         assert crds.returncode == 0, crds.stderr
+        # The real Lamassu runs as its chart's workloads, their Pods from the lamassu image.
+        workloads = subprocess.run(
+            [
+                *("kubectl", "--kubeconfig", str(state / "kubeconfig"), "-n", "lamassu", "get"),
+                *("statefulset/kms", "deployment/ca", "-o"),
+                "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.status.readyReplicas} {end}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert workloads.returncode == 0, workloads.stderr
+        assert workloads.stdout.split() == ["StatefulSet/kms=1", "Deployment/ca=1"]
+        assert "export LAMASSU_CA_URL=" in env_text
         session = int((state / "platform.pid").read_text())
         assert platform_pids(state, session), "no platform process seen while it runs"
     finally:
