@@ -12,7 +12,11 @@
 # base image; a warm run only hashes. buildah's layer cache keeps the dependency layer, so a
 # Python-only change rebuilds in seconds.
 #
-# Usage: scripts/build-images.sh [operator|runner ...]   (default: both)
+# The `lamassu` image (images/lamassu/Dockerfile: the real Lamassu v3.8.0 ca, kms and
+# goose-lamassu, for the tests' Lamassu workloads) is built only when named; its context is the bin
+# directory of scripts/build-lamassu.sh (cached by the source's hash), keyed by the binaries' hash.
+#
+# Usage: scripts/build-images.sh [operator|runner|lamassu ...]   (default: operator runner)
 # Output: the last line on stdout is JSON: {"<image ref>": {"digest", "bundle", "oci", "size"}}
 #         (bundle = an OCI runtime bundle: rootfs/ + config.json, shared and read-only by use).
 # Env:   LAMASSU_CACHE / XDG_CACHE_HOME (cache root), DEBIAN_MIRROR, LAMASSU_BASE_REFRESH=1
@@ -89,9 +93,21 @@ stage_context() {
 }
 
 ctx="$(mktemp -d "$cache/tmp/context.XXXXXX")"
-trap 'rm -rf "$ctx"' EXIT
+lamassu_ctx=""
+trap 'rm -rf "$ctx" ${lamassu_ctx:+"$lamassu_ctx"}' EXIT
 stage_context "$ctx"
-src_hash="$(cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+tree_hash() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+src_hash="$(tree_hash "$ctx")"
+
+# The Lamassu image's context: the cached binaries (hard links, else copies), nothing else.
+stage_lamassu_context() {
+    local bin
+    bin="$(bash "$repo/scripts/build-lamassu.sh" | tail -n 1)"
+    lamassu_ctx="$(mktemp -d "$cache/tmp/lamassu.XXXXXX")"
+    for f in ca kms goose-lamassu LICENSE; do
+        ln "$bin/$f" "$lamassu_ctx/$f" 2>/dev/null || cp "$bin/$f" "$lamassu_ctx/$f"
+    done
+}
 
 # pip inside the build trusts the host's CA bundle (these machines reach PyPI through a
 # TLS-inspecting proxy); it is a build secret, so it is in no layer of the image.
@@ -105,7 +121,13 @@ for name in "${images[@]}"; do
     dockerfile="$repo/images/$name/Dockerfile"
     [[ -f "$dockerfile" ]] || { echo "build-images: no $dockerfile" >&2; exit 1; }
     ref="ghcr.io/lamassuiot/lamassu-backup-$name:$version"
-    key="$(cat "$dockerfile" <(echo "$src_hash" "$base_id" "$ref") | sha256sum | cut -c1-16)"
+    context="$ctx" context_hash="$src_hash"
+    if [[ "$name" == lamassu ]]; then
+        [[ -n "$lamassu_ctx" ]] || stage_lamassu_context
+        ref="ghcr.io/lamassuiot/lamassu-backup-lamassu:v3.8.0"
+        context="$lamassu_ctx" context_hash="$(tree_hash "$lamassu_ctx")"
+    fi
+    key="$(cat "$dockerfile" <(echo "$context_hash" "$base_id" "$ref") | sha256sum | cut -c1-16)"
     keyfile="$cache/keys/$name-$key"
     # Warm only if the unpacked bundle it names is still there (a cache may be pruned by hand).
     if [[ -s "$keyfile" ]] && [[ ! -d "$(cut -d' ' -f2 "$keyfile")/rootfs" ]]; then rm -f "$keyfile"; fi
@@ -115,7 +137,7 @@ for name in "${images[@]}"; do
         "${bah[@]}" bud --quiet --layers --isolation chroot --pull=never \
             --build-arg "BASE=$base_ref" --build-arg "VERSION=$version" \
             "${secret[@]}" \
-            -f "$dockerfile" -t "$ref" "$ctx" >&2
+            -f "$dockerfile" -t "$ref" "$context" >&2
         # One OCI layout per image, one tag per key: unchanged layers are written once. Layers stay
         # uncompressed: the layout is only unpacked here, and gzip would cost most of a warm build.
         oci="$cache/oci/$name"

@@ -1,7 +1,9 @@
-"""End-to-end fixtures: the whole local platform and the operator running as a process.
+"""End-to-end fixtures: the whole local platform and the operator installed by its chart.
 
-The operator is started exactly as in production (``lamassu-backup operator``) with a kubeconfig;
-Jobs it creates run the real runner through the pod runner against the real services.
+By default every Pod runs from its image through runc (the pod runner on ``runc``): the operator
+is the chart's Deployment installed by ``helm install``, its Jobs run the runner image against the
+real services, as non-root on a read-only root filesystem. ``LAMASSU_POD_RUNTIME=host`` is the
+debugging opt-in: the operator and the Jobs' containers run as host processes from this checkout.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from . import datagen, images, sample
 from .controlplane import ControlPlane
 from .gpg import GpgKeys, make_keys
 from .lamassu import Lamassu
+from .lamassu_pods import LamassuPods
 from .openbao import OpenBao
 from .podrunner import PodRunner
 from .postgres import PostgresServer
@@ -86,14 +87,21 @@ class Platform:
         pod_runtime: str | None = None,
     ) -> None:
         self.root = root.resolve()
-        # "runc": every Pod from its image (scripts/build-images.sh); "host": containers as host
-        # processes, the image ignored (a debugging opt-in). LAMASSU_POD_RUNTIME chooses too.
-        self.pod_runtime = pod_runtime or os.environ.get("LAMASSU_POD_RUNTIME") or "host"
+        # "runc" (the default): every Pod from its image (scripts/build-images.sh), the operator
+        # as the chart's Pod; "host": containers as host processes, the image ignored (a
+        # debugging opt-in). LAMASSU_POD_RUNTIME chooses too.
+        self.pod_runtime = pod_runtime or os.environ.get("LAMASSU_POD_RUNTIME") or "runc"
         # The real Lamassu (kms + ca) on the data set; opt in (or LAMASSU_PLATFORM_REAL=1).
         self.with_lamassu = (
             lamassu if lamassu is not None else os.environ.get("LAMASSU_PLATFORM_REAL") == "1"
         )
         self.lamassu: Lamassu | None = None
+        # With the pod runner on runc, the real Lamassu runs as the chart's workloads (kms
+        # StatefulSet, ca Deployment) in the sample namespace, so a restore scales real
+        # workloads; LAMASSU_SERVICES=host keeps them host processes (a few seconds faster).
+        self.lamassu_pods = (
+            self.pod_runtime == "runc" and os.environ.get("LAMASSU_SERVICES", "pods") != "host"
+        )
         self.data_mib = data_mib
         self.seed = seed
         self.extra_env = extra_env or {}
@@ -125,7 +133,10 @@ class Platform:
         try:
             self.control_plane = self._stack.enter_context(ControlPlane(self.root / "controlplane"))
             runc = self.pod_runtime == "runc"
-            self.images = images.build() if runc else {}
+            names = ("operator", "runner") + (
+                ("lamassu",) if self.with_lamassu and self.lamassu_pods else ()
+            )
+            self.images = images.build(names) if runc else {}
             self.pod_runner = self._stack.enter_context(
                 PodRunner(
                     self.control_plane.kubeconfig,
@@ -144,7 +155,7 @@ class Platform:
                 OpenBao(self.root / "openbao", kv_mount=KV_MOUNT)
             )
             self.openbao.write_keys(KV_MOUNT, self.dataset.private_keys)
-            if self.with_lamassu:
+            if self.with_lamassu and not self.lamassu_pods:
                 # Its vault-1 engine reads the data set's CA keys from the same mount.
                 self.lamassu = self._stack.enter_context(
                     Lamassu(
@@ -172,7 +183,24 @@ class Platform:
                 signing_public_asc=self.gpg.signing_public_asc,
                 decryption_key_asc=self.gpg.decryption_key_asc,
             )
-            if self.lamassu is not None:
+            if self.with_lamassu and self.lamassu_pods:
+                # After the sample install: its placeholder ConfigMaps are replaced by the
+                # real ones before the workloads start.
+                self.lamassu = self._stack.enter_context(
+                    Lamassu(
+                        self.root / "lamassu",
+                        self.pg,
+                        openbao=self.openbao,
+                        vault_mount=KV_MOUNT,
+                        pods=LamassuPods(
+                            api=api,
+                            namespace=NAMESPACE,
+                            pod_runner=self.pod_runner,
+                            image=images.ref_of(self.images, "lamassu"),
+                        ),
+                    )
+                )
+            elif self.lamassu is not None:
                 core = client.CoreV1Api(api)
                 for cm in self.lamassu.configmaps(NAMESPACE):
                     name = cm["metadata"]["name"]

@@ -57,6 +57,66 @@ class StderrTail:
         return bytes(self._data)
 
 
+class RunInterruptedError(LamassuBackupError):
+    """SIGTERM (the Job deleted or past its deadline): the run stops, cleans up and reports."""
+
+    reason = "Interrupted"
+
+
+class Cancel:
+    """Stops every running pipeline at once, from any thread or from a signal handler.
+
+    Why: a SIGTERM handler runs in the main thread only, while postgres dumps stream in worker
+    threads. Killing every registered stage (pg_dump, the compressor, gpg) makes each pipeline
+    fail at once, abort its upload and return, so nothing goes on streaming after the Job was
+    stopped; a pipeline that registers after the cancel is stopped as it registers.
+    """
+
+    def __init__(self) -> None:
+        # Re-entrant: the signal handler may run while the main thread holds it.
+        self._lock = threading.RLock()
+        self._stops: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self._cancelled = False
+
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
+    def check(self) -> None:
+        """Raise :class:`RunInterruptedError` once cancelled (called before each new stream)."""
+        if self._cancelled:
+            raise RunInterruptedError(
+                "interrupted by SIGTERM (the Job was deleted or passed its deadline)"
+            )
+
+    def register(self, stop: Callable[[], None]) -> int:
+        """Call ``stop`` on cancel (at once if already cancelled); a token for unregister."""
+        with self._lock:
+            token = self._next
+            self._next += 1
+            if not self._cancelled:
+                self._stops[token] = stop
+                return token
+        stop()
+        return token
+
+    def unregister(self, token: int) -> None:
+        """The stage ended on its own."""
+        with self._lock:
+            self._stops.pop(token, None)
+
+    def cancel(self) -> None:
+        """Stop every registered stage (idempotent)."""
+        with self._lock:
+            self._cancelled = True
+            stops = list(self._stops.values())
+            self._stops.clear()
+        for stop in stops:
+            with contextlib.suppress(Exception):
+                stop()
+
+
 class Source(Protocol):
     """Where the plain bytes come from."""
 
@@ -92,11 +152,14 @@ class ProcessSource:
         self._describe = describe_error
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: StderrTail | None = None
+        self._killed = False
 
     def chunks(self) -> Iterator[bytes]:
         self.proc = subprocess.Popen(
             self._argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env
         )
+        if self._killed:  # stopped (a SIGTERM) while the feeder thread was starting it
+            self.proc.kill()
         assert self.proc.stdout is not None
         self._stderr = StderrTail(self.proc.stderr)
         fd = self.proc.stdout.fileno()
@@ -112,6 +175,7 @@ class ProcessSource:
             raise LamassuBackupError(self._describe(code, stderr), reason="SourceFailed")
 
     def kill(self) -> None:
+        self._killed = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -277,16 +341,28 @@ def encrypt_to_store(
     upload: MultipartUpload,
     compressor: list[str] | None = None,
     taps: Iterable[Callable[[bytes], None]] = (),
+    cancel: Cancel | None = None,
 ) -> StreamStats:
     """Stream ``source`` through hashing, optional compression and gpg into ``upload``.
 
     ``taps`` see every plain chunk (e.g. the raft snapshot verifier). The upload is completed
     here only if every stage succeeded; otherwise it is aborted and the first error is raised.
+    ``cancel`` stops the stages from elsewhere (the backup run's SIGTERM handler); the upload is
+    then aborted and :class:`RunInterruptedError` raised.
     """
     started = time.monotonic()
     stored_hash = hashlib.sha256()
     stored_bytes = 0
+    if cancel is not None:
+        try:
+            cancel.check()
+        except RunInterruptedError:
+            upload.abort()
+            raise
     stages = _Stages(keyring, recipients, compressor)
+    tokens = (
+        [cancel.register(source.kill), cancel.register(stages.kill)] if cancel is not None else []
+    )
     feeder = threading.Thread(
         target=stages.feed, args=(source, list(taps)), name=f"feed-{source.label}", daemon=True
     )
@@ -299,6 +375,8 @@ def encrypt_to_store(
             stored_bytes += len(data)
             upload.write(data)
         feeder.join()
+        if cancel is not None:
+            cancel.check()  # a killed stage's own error would only hide why it was killed
         stages.check(source.label)
         upload.complete()
     except BaseException:
@@ -307,6 +385,10 @@ def encrypt_to_store(
         feeder.join(timeout=10)
         upload.abort()
         raise
+    finally:
+        if cancel is not None:
+            for token in tokens:
+                cancel.unregister(token)
     return StreamStats(
         plain_bytes=stages.plain_bytes,
         plain_sha256=stages.plain_hash.hexdigest(),
