@@ -22,6 +22,7 @@ from .conftest import Cluster
 pytestmark = [pytest.mark.platform, pytest.mark.e2e]
 
 RUNNER_ACCOUNT = "lamassu-backup-runner"
+RESTORE_ACCOUNT = "lamassu-backup-restore"
 
 
 def refused(call: Callable[[], Any]) -> int:
@@ -119,3 +120,62 @@ def test_the_runner_account_reads_only_its_namespace(
         == 403
     )
     assert refused(lambda: core.list_namespaced_pod(ns)) == 403
+
+
+def test_the_runner_account_never_writes_configmaps(
+    cluster: Cluster, platform: Platform, tmp_path: Path
+) -> None:
+    """Backups, plans and drills run as the read-only runner account, even now that restores
+    have an account that writes config."""
+    from lamassu_backup.clients.kube import KubeApi
+
+    ns = cluster.namespace()
+    KubeApi(platform.api()).ensure_runner_account(ns, RUNNER_ACCOUNT)
+    api = api_client(
+        account_kubeconfig(platform, ns, RUNNER_ACCOUNT, tmp_path / "runner.kubeconfig")
+    )
+    core = client.CoreV1Api(api)
+    cm = {"metadata": {"name": "sneaky"}, "data": {"a": "b"}}
+    assert refused(lambda: core.create_namespaced_config_map(ns, cm)) == 403
+    assert refused(lambda: core.patch_namespaced_config_map("ca-config", ns, cm)) == 403
+    assert refused(lambda: core.replace_namespaced_config_map("ca-config", ns, cm)) == 403
+    assert refused(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "x"}})) == 403
+
+
+def test_the_restore_account_writes_config_only_where_it_is_bound(
+    cluster: Cluster, platform: Platform, tmp_path: Path
+) -> None:
+    """The operator (the chart's account, which holds bind on that one ClusterRole and no write
+    access to Secrets itself) binds the restore account in the restore's namespace only; the
+    account writes ConfigMaps and Secrets there and nowhere else, and nothing but them."""
+    from lamassu_backup.clients.kube import RESTORE_CLUSTER_ROLE, KubeApi
+
+    ns, other = cluster.namespace(), cluster.namespace()
+    operator_api = api_client(chart_rbac_kubeconfig(platform, tmp_path / "operator.kubeconfig"))
+    KubeApi(operator_api).ensure_restore_account(ns, RESTORE_ACCOUNT, [ns])
+    # The operator cannot bind a ClusterRole other than the restore one (no escalation).
+    rbac = client.RbacAuthorizationV1Api(operator_api)
+    binding = {
+        "metadata": {"name": "too-much"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": RESTORE_ACCOUNT, "namespace": ns}],
+    }
+    assert refused(lambda: rbac.create_namespaced_role_binding(ns, binding)) == 403
+    assert RESTORE_CLUSTER_ROLE == "lamassu-backup-restore"
+
+    api = api_client(
+        account_kubeconfig(platform, ns, RESTORE_ACCOUNT, tmp_path / "restore.kubeconfig")
+    )
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    core.patch_namespaced_config_map("ca-config", ns, {"data": {"restored": "yes"}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "restore-journal-probe"}})
+    core.delete_namespaced_secret("restore-journal-probe", ns)
+    cm = {"metadata": {"name": "sneaky"}, "data": {"a": "b"}}
+    assert refused(lambda: core.create_namespaced_config_map(other, cm)) == 403
+    assert refused(lambda: core.read_namespaced_secret("backup-s3", other)) == 403
+    assert refused(core.list_secret_for_all_namespaces) == 403
+    assert refused(lambda: core.list_namespaced_pod(ns)) == 403
+    assert (
+        refused(lambda: batch.create_namespaced_job(ns, {"metadata": {"name": "j"}, "spec": {}}))
+        == 403
+    )

@@ -141,7 +141,9 @@ def openbao_binary() -> Path:
 
 def backup_policy_hcl(mount: str, *, allow_restore: bool = True) -> str:
     """The least the backup runner needs: raft snapshot save/restore and the KV mount's keys."""
-    data_caps = '"read", "create", "update"' if allow_restore else '"read"'
+    # A restore's undo deletes the secrets it created (delete on data and metadata).
+    data_caps = '"read", "create", "update", "delete"' if allow_restore else '"read"'
+    meta_caps = '"read", "list", "delete"' if allow_restore else '"read", "list"'
     return f"""
 path "sys/storage/raft/snapshot" {{
   capabilities = ["read"]
@@ -153,7 +155,7 @@ path "{mount}/data/*" {{
   capabilities = [{data_caps}]
 }}
 path "{mount}/metadata/*" {{
-  capabilities = ["read", "list"]
+  capabilities = [{meta_caps}]
 }}
 """
 
