@@ -106,6 +106,11 @@ bench-pitr: venv system-deps ## PITR benchmark: recovery point vs archive_timeou
 fuzz-long: venv system-deps build-deps ## The fuzzed API with 5,000 cases (CI runs 500): FUZZ_CASES=N to change
 	FUZZ_CASES=$${FUZZ_CASES:-5000} $(PY) -m pytest tests/e2e/test_fuzz.py -s $(PYTEST_ARGS)
 
+.PHONY: fault-matrix
+fault-matrix: venv system-deps build-deps ## The fault matrix (runner and operator cells) with its figures (fault-matrix.txt)
+	bash scripts/build-versitygw.sh >/dev/null
+	$(PY) -m pytest tests/integration/test_fault_matrix.py $(wildcard tests/e2e/test_fault_matrix.py) $(PYTEST_ARGS)
+
 .PHONY: demo
 demo: platform-up ## Run it locally: the platform, the operator, a sample policy and a backup (stop: make platform-down)
 	$(PY) -m lamassu_platform.demo --state .platform

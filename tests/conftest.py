@@ -6,6 +6,7 @@ One control plane per test session: it takes a few seconds to start once the bin
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -35,3 +36,16 @@ def pod_runner(
         control_plane.kubeconfig, tmp_path_factory.mktemp("podrunner"), host_processes=True
     ) as runner:
         yield runner
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault matrix's figures (cell, where the fault was injected, end state, seconds), when
+    a fault-matrix file ran (tests/integration/faults.py records them)."""
+    faults = sys.modules.get("integration.faults")
+    matrix = getattr(faults, "MATRIX", None)
+    if matrix is None or not matrix.cells:
+        return
+    terminalreporter.section("fault matrix")
+    terminalreporter.write(matrix.text())
+    if matrix.path is not None:
+        terminalreporter.write_line(f"written to {matrix.path}")
