@@ -413,6 +413,31 @@ class Run:
         self.verdicts(pre, restore_runner, plan_runner)
         return bool(ok)
 
+    def breakdown(self, overhead: float) -> None:
+        """Where the overhead goes: each step's wall time, minus its runner's own time for the
+        steps that run a Job (what is left there is Pod start, the interpreter, and the Job's
+        end reaching the controller); the rest is between steps (create -> Planning, events)."""
+        steps = {s["name"]: s for s in (self.cr.get("status") or {}).get("steps", [])}
+        parts: list[str] = []
+        accounted = 0.0
+        for name in PHASES:
+            step = steps.get(name)
+            wall = step_seconds(step) if step else None
+            if wall is None or name == "PreRestoreBackup":
+                continue
+            runner = self.cr_runner.get(name)
+            if name == "Restoring" and runner is not None:
+                parts.append(f"{name} Job around the runner {wall - runner:.2f}")
+                accounted += wall - runner
+            elif runner is not None:
+                parts.append(f"{name} {wall:.2f} (runner {runner:.2f})")
+                accounted += wall
+            elif wall >= 0.05:
+                parts.append(f"{name} {wall:.2f}")
+                accounted += wall
+        parts.append(f"outside the steps {overhead - accounted:.2f}")
+        print("  the overhead by step: " + "; ".join(parts))
+
     def verdicts(
         self, pre: float | None, restore_runner: float | None, plan_runner: float | None
     ) -> None:
@@ -429,6 +454,7 @@ class Run:
                     f"  of which the runner's plan step (the whole set verified before anything "
                     f"live is touched): {plan_runner:.2f} s; without it {overhead - plan_runner:.2f} s"
                 )
+            self.breakdown(overhead)
             if self.runner_row is not None and self.runner_row.ok:
                 print(
                     f"  the restore Job's runner took {restore_runner:.2f} s vs {self.runner_seconds} s "

@@ -13,11 +13,16 @@ engine in Vault KV. Drills prove the filesystem side against the volume in the s
 volume lacks a key file, or a drill without the volume, is refused by CA, key id and engine.
 
 The runner runs as a process, as its Job would, but not under the operator: this tier proves the
-data path on real Lamassu data; the operator's Jobs are covered by test_operator.py.
+data path on real Lamassu data; the operator's Jobs are covered by test_operator.py. Lamassu runs
+as its chart's workloads (kms StatefulSet with the PVC ``golang-engine-storage-kms-0``, ca
+Deployment, from the ``lamassu`` image) on a control plane with the pod runner on runc: "services
+down" is both scaled to 0 and their Pods gone, "up" is scaled back, as a restore does it.
+``LAMASSU_SERVICES=host`` runs them as host processes instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -33,10 +38,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from kubernetes import client
 
 from lamassu_backup.builders import jobs
 from lamassu_backup.models.policy import BackupPolicySpec
 from lamassu_backup.models.runner import RestoreRunConfig, RunnerConfig
+from lamassu_platform import images, sample
+from lamassu_platform.controlplane import ControlPlane
 from lamassu_platform.gpg import GpgKeys, make_keys
 from lamassu_platform.lamassu import (
     DATABASES,
@@ -47,15 +55,18 @@ from lamassu_platform.lamassu import (
     csr_pem,
     openssl_verify,
 )
+from lamassu_platform.lamassu_pods import KMS_PVC, LamassuPods
 from lamassu_platform.openbao import OpenBao
+from lamassu_platform.podrunner import PodRunner
 from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.s3 import S3Server
+from lamassu_platform.stack import api_client
 
 pytestmark = pytest.mark.e2e
 
 MOUNT = "lamassu-kms"
 BUCKET = "lamassu-backups"
-KEY_VOLUME = "golang-engine-storage-kms-0"
+KEY_VOLUME = KMS_PVC
 _N = itertools.count()
 
 
@@ -78,13 +89,23 @@ class Secrets:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """PostgreSQL, OpenBao, S3 (with KMS), GnuPG keys and the real Lamassu on them."""
     root = tmp_path_factory.mktemp("recovery")
-    with (
-        PostgresServer(root / "pg") as pg,
-        OpenBao(root / "openbao", kv_mount=MOUNT) as bao,
-        S3Server(root / "s3") as s3,
-        make_keys(root / "gpg") as gpg,
-        Lamassu(root / "lamassu", pg, openbao=bao, vault_mount=MOUNT) as lamassu,
-    ):
+    with contextlib.ExitStack() as stack:
+        pods = None
+        if os.environ.get("LAMASSU_SERVICES", "pods") != "host":
+            cp = stack.enter_context(ControlPlane(root / "controlplane"))
+            built = images.build(("lamassu",))
+            runner = stack.enter_context(PodRunner(cp.kubeconfig, root / "pods", images=built))
+            api = api_client(cp.kubeconfig)
+            api_ns = {"metadata": {"name": "lamassu", "labels": sample.RESTRICTED_NAMESPACE}}
+            client.CoreV1Api(api).create_namespace(api_ns)
+            pods = LamassuPods(api, "lamassu", runner, images.ref_of(built, "lamassu"))
+        pg = stack.enter_context(PostgresServer(root / "pg"))
+        bao = stack.enter_context(OpenBao(root / "openbao", kv_mount=MOUNT))
+        s3 = stack.enter_context(S3Server(root / "s3"))
+        gpg = stack.enter_context(make_keys(root / "gpg"))
+        lamassu = stack.enter_context(
+            Lamassu(root / "lamassu", pg, openbao=bao, vault_mount=MOUNT, pods=pods)
+        )
         s3.create_bucket(BUCKET)
         _, kms_arn = s3.create_kms_key(alias="alias/lamassu-backups")
         yield {
@@ -317,6 +338,9 @@ def test_a_restored_lamassu_signs_with_every_ca_and_keeps_every_certificate(
     consistency = result["evidence"]["keyConsistency"]
     assert consistency["ok"] is True
     assert consistency["cas"] == len(cas)
+    # Both engines' keys, as real Lamassu wrote them (a PEM file, a base64 PEM KV value), are
+    # proven to be their CA certificates' key pairs, not merely present.
+    assert consistency["casKeyMatched"] == len(cas), consistency
     assert "uncheckedKeys" not in consistency
     assert f"volume {KEY_VOLUME} as restored" in consistency["source"]
     assert cas[FS_ENGINE].subject_key_id in lamassu.fs_key_ids()
@@ -362,6 +386,17 @@ def test_a_drill_checks_the_filesystem_keys_in_the_volume_of_the_set(stack: dict
         assert run("backup", bad_cfg, tmp)[0] == 0
     finally:
         aside.rename(key_file)
+    # The key file holds another key pair (overwritten by hand, or from another install).
+    original = key_file.read_bytes()
+    stranger = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_file.write_bytes(stranger)
+    try:
+        swapped_cfg, swapped_restore = configs(stack, "20261201T130000Z")
+        assert run("backup", swapped_cfg, tmp)[0] == 0
+    finally:
+        key_file.write_bytes(original)
     live_keys = lamassu.fs_key_ids()
     live_dbs = set(pg.databases())
 
@@ -396,6 +431,17 @@ def test_a_drill_checks_the_filesystem_keys_in_the_volume_of_the_set(stack: dict
     named = f"{ca.id} (serial {ca.serial_number})"[:40]  # the evidence cuts names short
     missing = result["evidence"]["keyConsistency"]["missing"]
     assert missing == [f"{named}|{ca.subject_key_id[:16]}|{FS_ENGINE}"]
+    assert result["evidence"]["teardown"]["left"] == []
+
+    code, result = drill("drill-other-key-pair", swapped_restore, everything)
+    assert code == 1, result
+    assert result["reason"] == "KeyConsistencyFailed", result
+    error = result["error"]
+    assert f"CA {ca.id} (serial {ca.serial_number}): key {ca.subject_key_id}" in error
+    assert f"engine {FS_ENGINE} (filesystem, scratch copy of volume {KEY_VOLUME})" in error
+    assert "private key does not match the CA certificate's public key" in error
+    assert result["evidence"]["keyConsistency"]["casKeyMismatch"] == 1
+    assert stranger.splitlines()[1].decode() not in json.dumps(result)
     assert result["evidence"]["teardown"]["left"] == []
 
     code, result = drill("drill-no-volume", restore, ["postgres", "vault"])

@@ -516,6 +516,16 @@ def test_scheduled_verification_records_evidence(cluster: Cluster, operator: Ope
     evidence = verification_status["evidence"]
     assert evidence, "a drill records its evidence"
     assert cluster.condition(backup, "Verified")["status"] == "True"
+    # The drill ran as a LamassuRestore (mode Drill) of the set: owned by it, labelled with the
+    # policy, its evidence the one the set records.
+    drill = cluster.get("lamassurestores", ns, verification_status["restoreName"])
+    assert drill is not None
+    assert drill["metadata"]["name"].startswith("lamassu-drill-")
+    assert drill["metadata"]["labels"]["backup.lamassu.io/scheduled-drill"] == "lamassu"
+    assert [o["name"] for o in drill["metadata"]["ownerReferences"]] == ["to-verify"]
+    assert (drill["spec"]["mode"], drill["spec"]["backupRef"]["name"]) == ("Drill", "to-verify")
+    assert drill["status"]["phase"] == "Completed"
+    assert drill["status"]["evidence"]["keyConsistency"] == evidence["keyConsistency"]
     policy = cluster.wait(
         "Verified=True on the policy",
         lambda: (

@@ -1,9 +1,11 @@
 """LamassuRestore end to end: the operator orchestrates the real restore runner against the real
-PostgreSQL, OpenBao and S3 server, with a real Deployment (run by the pod runner) scaled down and
-back, a real PreRestore set, and the policy's runs paused while it works."""
+PostgreSQL, OpenBao and S3 server, with real Deployments (their Pods created by the control
+plane's Deployment and ReplicaSet controllers and run by the pod runner) scaled down and back, a
+real PreRestore set, and the policy's runs paused while it works."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import signal
@@ -16,7 +18,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from lamassu_platform import datagen
+from lamassu_platform import datagen, images
 from lamassu_platform.stack import BUCKET, KV_MOUNT, Platform
 
 from .conftest import GROUP, VERSION, Cluster, Operator
@@ -62,10 +64,23 @@ def health(status: int) -> Iterator[Health]:
         server.close()
 
 
+WORKLOAD_IMAGE = "ghcr.io/lamassuiot/lamassu-backup-runner:0.1.0"
+"""Any locally built image with a shell (the pod runner on runc runs it; in host-process mode the
+image is ignored and the command runs on the host)."""
+
+
 def deployment(cluster: Cluster, ns: str, name: str, replicas: int) -> None:
-    """A Deployment with the part-of label (the test control plane runs no Deployment
-    controller: the operator sees and changes the object, and its status is what the test sets)."""
-    command = ["sleep", "3600"]
+    """A Deployment with the part-of label; the control plane's Deployment and ReplicaSet
+    controllers create its Pods, the pod runner runs them, and its status is theirs.
+
+    Its Pods ignore SIGTERM and have a long grace period, so a scaled-down Pod stays
+    terminating until :class:`DeploymentController` lets it go (``hold`` keeps it): that is how
+    a test makes Pods that are slow to stop. Restricted securityContext: the namespace enforces
+    Pod Security ``restricted``.
+    """
+    image = WORKLOAD_IMAGE
+    if cluster.platform.images:
+        image = images.ref_of(cluster.platform.images, "runner")
     apps = k8s.AppsV1Api(cluster.api)
     labels = {**PART_OF, "app": name}
     apps.create_namespaced_deployment(
@@ -78,8 +93,33 @@ def deployment(cluster: Cluster, ns: str, name: str, replicas: int) -> None:
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [{"name": "main", "image": "busybox", "command": command}],
+                        "terminationGracePeriodSeconds": 600,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                # Ignores SIGTERM, as a slow workload would; Python, as the
+                                # runner image has no shell tools.
+                                "command": [
+                                    "python3",
+                                    "-c",
+                                    "import signal, time; "
+                                    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                    "time.sleep(3600)",
+                                ],
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                            }
+                        ],
                     },
                 },
             },
@@ -88,12 +128,16 @@ def deployment(cluster: Cluster, ns: str, name: str, replicas: int) -> None:
 
 
 class DeploymentController:
-    """What the test control plane lacks: a Deployment controller's status. Every 0.3 s it reports
-    as many Pods as each Deployment of the namespace asks for (``hold`` freezes one, like Pods
-    that are slow to stop)."""
+    """How fast the namespace's Pods stop: every 0.2 s, Pods being deleted (they ignore SIGTERM)
+    are deleted at once with grace 0, except those of the Deployments in ``hold`` (by their
+    ``app`` label), which stay terminating, like Pods that are slow to stop, until released.
+
+    Replicas and status are the real controllers'; a terminating Pod is in the Deployment's
+    ``status.terminatingReplicas``, which the operator waits for.
+    """
 
     def __init__(self, cluster: Cluster, ns: str) -> None:
-        self.apps = k8s.AppsV1Api(cluster.api)
+        self.core = k8s.CoreV1Api(cluster.api)
         self.ns = ns
         self.hold: set[str] = set()
         self._stop = threading.Event()
@@ -106,28 +150,23 @@ class DeploymentController:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.hold.clear()
+        with contextlib.suppress(ApiException):
+            self._release()  # nothing is left terminating for 10 minutes
+
+    def _release(self) -> None:
+        for pod in self.core.list_namespaced_pod(self.ns).items:
+            if pod.metadata.deletion_timestamp is None:
+                continue
+            if (pod.metadata.labels or {}).get("app") in self.hold:
+                continue
+            with contextlib.suppress(ApiException):
+                self.core.delete_namespaced_pod(pod.metadata.name, self.ns, grace_period_seconds=0)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.3):
+        while not self._stop.wait(0.2):
             with contextlib.suppress(ApiException):
-                for d in self.apps.list_namespaced_deployment(self.ns).items:
-                    if d.metadata.name in self.hold:
-                        continue
-                    status = d.status
-                    if (
-                        status.replicas != d.spec.replicas
-                        or status.observed_generation != d.metadata.generation
-                    ):
-                        self.apps.patch_namespaced_deployment_status(
-                            d.metadata.name,
-                            self.ns,
-                            {
-                                "status": {
-                                    "replicas": d.spec.replicas,
-                                    "observedGeneration": d.metadata.generation,
-                                }
-                            },
-                        )
+                self._release()
 
 
 @pytest.fixture
@@ -179,10 +218,15 @@ def wait_restore(
     return result
 
 
-def backed_up(cluster: Cluster, ns: str, name: str = "good") -> dict[str, Any]:
-    """A policy (postgres + vault) and one completed set of the current data."""
+def backed_up(
+    cluster: Cluster, ns: str, name: str = "good", *, config: bool = False
+) -> dict[str, Any]:
+    """A policy (postgres + vault, and config if asked) and one completed set of the current
+    data."""
     spec = cluster.platform.sample_policy()["spec"]
     components = {"postgres": spec["components"]["postgres"], "vault": spec["components"]["vault"]}
+    if config:
+        components["config"] = spec["components"]["config"]
     cluster.policy(ns, "lamassu", components=components)
     cluster.backup(ns, name, "lamassu")
     return cluster.wait_phase(ns, name, ("Completed", "Failed", "PartiallyFailed"), timeout=180)
@@ -206,6 +250,40 @@ def damage(platform: Platform) -> str:
         path=doomed, mount_point=KV_MOUNT
     )
     return doomed
+
+
+def kv_state(platform: Platform) -> tuple[list[str], dict[str, Any]]:
+    """The whole KV mount: every path listed (deleted versions included) and each live value."""
+    assert platform.openbao is not None
+    kv = platform.openbao.client().secrets.kv.v2
+    paths = platform.openbao.list_key_ids(KV_MOUNT)
+    live: dict[str, Any] = {}
+    for path in paths:
+        with contextlib.suppress(Exception):  # a deleted latest version reads as absent
+            live[path] = kv.read_secret_version(
+                path=path, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )["data"]["data"]
+    return paths, live
+
+
+def config_state(cluster: Cluster, ns: str) -> dict[str, Any]:
+    """The Lamassu ConfigMaps and Secrets of a namespace (part-of label): data as bytes, labels,
+    type."""
+    core = k8s.CoreV1Api(cluster.api)
+    selector = ",".join(f"{k}={v}" for k, v in PART_OF.items())
+    out: dict[str, Any] = {}
+    for cm in core.list_namespaced_config_map(ns, label_selector=selector).items:
+        out[f"ConfigMap/{cm.metadata.name}"] = (
+            {k: v.encode() for k, v in (cm.data or {}).items()},
+            cm.metadata.labels,
+        )
+    for secret in core.list_namespaced_secret(ns, label_selector=selector).items:
+        out[f"Secret/{secret.metadata.name}"] = (
+            {k: base64.b64decode(v) for k, v in (secret.data or {}).items()},
+            secret.metadata.labels,
+            secret.type,
+        )
+    return out
 
 
 def kept_databases(platform: Platform) -> list[str]:
@@ -314,9 +392,12 @@ def test_in_place_restore_brings_rows_and_keys_back(
     completed = cluster.condition(done, "Completed")
     assert completed["status"] == "True"
     assert completed["observedGeneration"] == done["metadata"]["generation"]
-    reasons = {e.reason for e in cluster.events(ns, "fix")}
-    assert {"Planning", "ScalingDown", "Restoring", "Validating", "ScalingUp", "Completed"} <= (
-        reasons
+    # The Events of the last reconcile are posted just after its status patch: wait for them.
+    every_step = {"Planning", "ScalingDown", "Restoring", "Validating", "ScalingUp", "Completed"}
+    cluster.wait(
+        "an Event for every step",
+        lambda: every_step <= {e.reason for e in cluster.events(ns, "fix")},
+        timeout=30,
     )
     assert restore_jobs(cluster, ns) == ["fix-plan", "fix-restore"] or "fix-finalize" in (
         restore_jobs(cluster, ns)
@@ -455,31 +536,55 @@ def test_failing_health_check_rolls_back(
 ) -> None:
     ns = cluster.namespace()
     controller(ns)
-    backed_up(cluster, ns)
+    backed_up(cluster, ns, config=True)
     deployment(cluster, ns, "ca", 2)
-    platform.pg.psql("DELETE FROM dms;", "dmsmanager")  # type: ignore[union-attr]
+    assert platform.pg is not None
+    assert platform.openbao is not None
+    assert platform.dataset is not None
+    platform.pg.psql("DELETE FROM dms;", "dmsmanager")
+    # Since the backup: a key gone from the store, a config changed, a TLS Secret deleted. The
+    # restore writes all three back; the rollback must undo all three.
+    lost = platform.dataset.ca_key_ids[-1]
+    platform.openbao.client().secrets.kv.v2.delete_metadata_and_all_versions(
+        path=lost, mount_point=KV_MOUNT
+    )
+    core = k8s.CoreV1Api(cluster.api)
+    core.patch_namespaced_config_map("ca-config", ns, {"data": {"config": "changed: true\n"}})
+    core.delete_namespaced_secret("root-downstream-cert", ns)
     before = checksums(platform)
-    with health(503) as bad:
-        restore(
-            cluster,
-            ns,
-            "sick",
-            backupRef={"name": "good"},
-            mode="InPlace",
-            confirm="good",
-            preRestoreBackup=False,
-            workloads={"selector": {"matchLabels": PART_OF}},
-            validation={"healthChecks": [bad.url], "timeout": "4s"},
-        )
-        done = wait_restore(cluster, ns, "sick", ("Failed", "Completed", "RolledBack"))
-    status = done["status"]
-    assert status["phase"] == "RolledBack", status
-    assert status["reason"] == "HealthCheckFailed"
-    assert "503" in status["message"]
-    assert checksums(platform) == before  # the live data as before the restore
-    assert replicas(cluster, ns, "ca") == 2
-    assert kept_databases(platform) == []
-    assert "RollingBack" in step_names(done)
+    kv_before, config_before = kv_state(platform), config_state(cluster, ns)
+    try:
+        with health(503) as bad:
+            restore(
+                cluster,
+                ns,
+                "sick",
+                backupRef={"name": "good"},
+                mode="InPlace",
+                confirm="good",
+                components=["postgres", "vault", "config"],
+                preRestoreBackup=False,
+                workloads={"selector": {"matchLabels": PART_OF}},
+                validation={"healthChecks": [bad.url], "timeout": "4s"},
+            )
+            done = wait_restore(cluster, ns, "sick", ("Failed", "Completed", "RolledBack"))
+        status = done["status"]
+        assert status["phase"] == "RolledBack", status
+        assert status["reason"] == "HealthCheckFailed"
+        assert "503" in status["message"]
+        assert checksums(platform) == before  # the live data as before the restore
+        assert kv_state(platform) == kv_before  # every KV path, as before
+        assert lost not in platform.openbao.read_keys(KV_MOUNT)
+        assert config_state(cluster, ns) == config_before  # every object, as before
+        assert replicas(cluster, ns, "ca") == 2
+        assert kept_databases(platform) == []
+        assert "RollingBack" in step_names(done)
+        assert status["components"]["vault"] == "RolledBack"
+        assert status["components"]["config"] == "RolledBack"
+        secrets = {s.metadata.name for s in core.list_namespaced_secret(ns).items}
+        assert "sick-undo" not in secrets  # the undo journal is gone once used
+    finally:  # the shared key store as the other tests expect it
+        platform.openbao.write_keys(KV_MOUNT, {lost: platform.dataset.private_keys[lost]})
 
 
 @pytest.mark.parametrize("when", ["ScalingDown", "Restoring"])
@@ -611,10 +716,14 @@ def test_one_restore_at_a_time_and_a_deleted_one_gives_its_workloads_back(
 def test_disaster_recovery_from_the_bucket_alone(
     cluster: Cluster, operator: Operator, platform: Platform
 ) -> None:
-    """A namespace with no policy and no backup record: only the bucket, the credentials and the
-    GPG key. source.s3 and target servers bring the databases and the key store back."""
+    """A namespace with no policy, no backup record and no Lamassu configuration: only the
+    bucket, the credentials and the GPG key. source.s3 and target servers bring the databases,
+    the key store and the configuration (ConfigMaps, TLS Secrets) back."""
     source_ns = cluster.namespace()
-    good = backed_up(cluster, source_ns)
+    good = backed_up(cluster, source_ns, config=True)
+    originals = config_state(cluster, source_ns)
+    assert any(k.startswith("Secret/") for k in originals)
+    assert any(k.startswith("ConfigMap/") for k in originals)
     before = checksums(platform)
     doomed = damage(platform)
     spec = platform.sample_policy()["spec"]
@@ -623,7 +732,15 @@ def test_disaster_recovery_from_the_bucket_alone(
         spec["components"]["vault"],
         spec["destination"]["s3"],
     )
-    ns = cluster.namespace()  # fresh: Secrets only
+    ns = cluster.namespace()  # fresh: the restore's Secrets only, no Lamassu configuration
+    core = k8s.CoreV1Api(cluster.api)
+    for what in config_state(cluster, ns):
+        kind, name = what.split("/", 1)
+        if kind == "ConfigMap":
+            core.delete_namespaced_config_map(name, ns)
+        else:
+            core.delete_namespaced_secret(name, ns)
+    assert config_state(cluster, ns) == {}
     assert cluster.backups(ns) == []
     location = good["status"]["location"]
     folder = location.rstrip("/").rsplit("/", 1)[-1]
@@ -653,7 +770,7 @@ def test_disaster_recovery_from_the_bucket_alone(
                 "auth": vault["auth"],
             },
         },
-        components=["postgres", "vault"],
+        components=["postgres", "vault", "config"],
         mode="InPlace",
         confirm=folder,
         finalizeAfter="0s",
@@ -666,3 +783,11 @@ def test_disaster_recovery_from_the_bucket_alone(
     assert checksums(platform) == before
     assert platform.openbao is not None
     assert doomed in platform.openbao.read_keys(KV_MOUNT)
+    # The configuration, byte for byte as it was in the lost namespace (data, labels, type).
+    assert config_state(cluster, ns) == originals
+    assert status["components"]["config"] == "Completed"
+    jobs = k8s.BatchV1Api(cluster.api)
+    pod = jobs.read_namespaced_job("dr-restore", ns).spec.template.spec
+    assert pod.service_account_name == "lamassu-backup-restore"
+    plan = jobs.read_namespaced_job("dr-plan", ns).spec.template.spec
+    assert plan.service_account_name == "lamassu-backup-runner"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -352,3 +357,121 @@ def test_a_run_never_writes_into_another_runs_committed_set(
     assert result["manifestSha256"] == hashlib.sha256(before).hexdigest()
     final = s3.client().get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
     assert final == before
+
+
+# ------------------------------------------------------------------------------------ SIGTERM
+def _processes_below(pid: int) -> dict[int, str]:
+    """pid -> command name of every live process below ``pid``."""
+    parents: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        rest = text[text.rindex(")") + 2 :].split()
+        if rest[0] != "Z":
+            parents[int(stat.parent.name)] = (
+                int(rest[1]),
+                text[text.index("(") + 1 : text.rindex(")")],
+            )
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, (ppid, name) in parents.items():
+            if ppid == current and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def big_database(pg: PostgresServer) -> Iterator[str]:
+    """A database whose dump takes seconds to stream (~130 MiB of hex text)."""
+    name = f"t_big_{os.getpid()}"
+    pg.drop_database(name)
+    pg.create_database(name)
+    pg.psql(
+        "CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL); "
+        "INSERT INTO big SELECT g, md5(g::text) || md5((-g)::text) "
+        "FROM generate_series(1, 1500000) g;",
+        name,
+    )
+    yield name
+    pg.drop_database(name)
+
+
+def test_sigterm_mid_stream_stops_cleans_up_and_records_interrupted(
+    runner_config: ConfigFactory, s3: S3Server, big_database: str, tmp_path: Path
+) -> None:
+    """The Job deleted (or past its deadline) while two dumps stream in the worker threads.
+
+    The runner kills the pipelines (pg_dump, zstd, gpg), aborts the uploads, removes what the
+    component stored (the small database's dump may already be complete), records the component
+    as Interrupted, commits nothing and exits within seconds, far inside the grace period.
+    """
+    cfg = runner_config(
+        components=["postgres"],
+        overrides={"postgres": {"databases": [big_database, "ca"], "parallel": 2}},
+    )
+    termination = tmp_path / "termination-log"
+    termination.write_text("")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lamassu_backup", "runner", "backup", "--component", "postgres"],
+        env={
+            **os.environ,
+            "LAMASSU_RUNNER_CONFIG": cfg.model_dump_json(by_alias=True, exclude_none=True),
+            "LAMASSU_TERMINATION_LOG": str(termination),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pipeline: dict[int, str] = {}
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        below = _processes_below(proc.pid)
+        dumps = [p for p, name in below.items() if name == "pg_dump"]
+        written = 0
+        for pid in dumps:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                io = Path(f"/proc/{pid}/io").read_text()
+                written = max(written, int(io.split("wchar:")[1].split()[0]))
+        if written > 8 * 1024 * 1024:
+            pipeline = below
+            break
+        time.sleep(0.005)
+    assert pipeline, f"the big dump was never seen mid-stream: {proc.poll()}"
+    assert {"pg_dump", "zstd", "gpg"} <= set(pipeline.values()), pipeline
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+
+    assert proc.returncode != 0
+    assert took < 5, f"the runner took {took:.1f}s to stop after SIGTERM: {stderr[-2000:]}"
+    leftover = {p: name for p, name in pipeline.items() if _alive(p)}
+    assert not leftover, f"processes outlived the runner: {leftover}"
+    result = json.loads(termination.read_text())
+    assert result["reason"] == "Interrupted", (result, stderr[-2000:])
+    assert result["components"] == {"postgres": "Failed: Interrupted"}
+    assert "SIGTERM" in result["error"]
+
+    bucket, prefix = cfg.destination.bucket, cfg.set_prefix
+    objects = set_objects(s3, bucket, prefix)
+    assert objects == {"parts/postgres.json"}, objects  # no dump, no sidecar, no manifest
+    uploads = s3.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    assert uploads == []
+    part = json.loads(
+        s3.client().get_object(Bucket=bucket, Key=prefix + "parts/postgres.json")["Body"].read()
+    )
+    assert part["ok"] is False
+    assert part["reason"] == "Interrupted"
+    assert part.get("artifacts", []) == []

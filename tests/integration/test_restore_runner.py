@@ -668,6 +668,8 @@ def test_drill_restores_into_scratch_targets_and_leaves_nothing(
     assert ev["postgres"]["kms"]["goose"] == datagen.GOOSE_VERSIONS["kms"][-1]
     assert ev["keyConsistency"]["ok"] is True
     assert ev["keyConsistency"]["kmsKeys"] == len(dataset.ca_key_ids)
+    # Each CA's key read back from the scratch mount is its certificate's key pair.
+    assert ev["keyConsistency"]["casKeyMatched"] == ev["keyConsistency"]["cas"] > 0
     assert ev["keyConsistency"]["source"].startswith(f"scratch mount(s) {KV_MOUNT}-drill-")
     assert ev["vault"][KV_MOUNT]["secrets"] == len(dataset.private_keys)
     assert ev["recoveryTimeSeconds"] > 0
@@ -687,11 +689,14 @@ def test_drill_reports_a_key_missing_from_the_kv_data(
     secrets: SecretDir,
     tmp_path: Path,
 ) -> None:
-    """The key store of the set lacks one CA's key: the drill fails and names it, cleanly."""
+    """The key store of the set lacks one CA's key and holds another's under the wrong id: the
+    drill fails and names both, cleanly, without a word of either key."""
     mount = unique("keys-")
     openbao.enable_kv(mount)
-    missing = dataset.ca_key_ids[3]
-    openbao.write_keys(mount, {k: v for k, v in dataset.private_keys.items() if k != missing})
+    missing, swapped, other = dataset.ca_key_ids[3], dataset.ca_key_ids[4], dataset.ca_key_ids[5]
+    held = {k: v for k, v in dataset.private_keys.items() if k != missing}
+    held[swapped] = dataset.private_keys[other]
+    openbao.write_keys(mount, held)
     try:
         token = secrets.put("token", restore_token(openbao, mount))
         cfg = runner_config(
@@ -711,10 +716,16 @@ def test_drill_reports_a_key_missing_from_the_kv_data(
     assert missing in result["error"]
     assert "1 kms key(s) with a private key are not in" in result["error"]
     assert "1 CA certificate(s) have no key" in result["error"]
+    assert f"key {swapped} in" in result["error"]
+    assert "private key does not match the CA certificate's public key" in result["error"]
     ev = result["evidence"]["keyConsistency"]
     assert ev["ok"] is False
     assert ev["missingKmsKeyIds"] == [missing[:16]]
     assert ev["casWithoutKey"] == 1
+    assert ev["casKeyMismatch"] == 1
+    text = json.dumps(result) + stderr
+    for value in (dataset.private_keys[other], dataset.private_keys[missing]):
+        assert value[20:80] not in text
     assert result["components"]["keyConsistency"] == "Failed: KeyConsistencyFailed"
     assert result["evidence"]["teardown"] == {"left": []}
     assert not databases_like(pg, "__drill_")
@@ -897,6 +908,158 @@ def test_config_is_planned_then_server_side_applied(
     assert core.read_namespaced_config_map("kms-config", namespace).metadata.labels == labels
     core.delete_namespace(namespace)
     api.close()
+
+
+def kv_state(openbao: OpenBao, mount: str) -> tuple[list[str], dict[str, Any]]:
+    """Every path of a mount (listed, deleted versions included) and the live data of each."""
+    kv = openbao.client().secrets.kv.v2
+    paths = openbao.list_key_ids(mount)
+    live: dict[str, Any] = {}
+    for path in paths:
+        try:
+            live[path] = kv.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True
+            )["data"]["data"]
+        except Exception:  # noqa: BLE001, S112 - a deleted latest version reads as absent
+            continue
+    return paths, live
+
+
+def config_state(core: Any, namespace: str) -> dict[str, Any]:
+    """Every ConfigMap and Secret of the namespace the test made: data, labels, type."""
+    out: dict[str, Any] = {}
+    for cm in core.list_namespaced_config_map(namespace).items:
+        if cm.metadata.name != "kube-root-ca.crt":
+            out[f"ConfigMap/{cm.metadata.name}"] = (cm.data, cm.metadata.labels)
+    for secret in core.list_namespaced_secret(namespace).items:
+        if not secret.metadata.name.startswith("restore-"):  # not the undo journal
+            out[f"Secret/{secret.metadata.name}"] = (
+                secret.data,
+                secret.metadata.labels,
+                secret.type,
+            )
+    return out
+
+
+def test_kv_and_config_are_put_back_by_an_undo_and_by_the_rollback_step(
+    runner_config: ConfigFactory,
+    restore_config: RestoreFactory,
+    dataset: datagen.Dataset,
+    openbao: OpenBao,
+    secrets: SecretDir,
+    control_plane: Any,
+    tmp_path: Path,
+) -> None:
+    """After the KV writes and the config applies, the apiserver refuses the last object (an
+    immutable Secret changed since): every KV path and every object is as before, exit 1. Then a
+    restore that succeeds, and its rollback step (another process, from the undo journal): the
+    same again."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    core = client.CoreV1Api(api)
+    namespace = unique("lamassu-")
+    core.create_namespace({"metadata": {"name": namespace}})
+    labels = {"app.kubernetes.io/part-of": "lamassu"}
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "ca-config", "labels": labels}, "data": {"config": "v1"}}
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "kms-config"}, "data": {"config": "engine: vault"}}
+    )
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "z-cert"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"},
+            "immutable": True,
+        },
+    )
+    mount = unique("kv-")
+    openbao.enable_kv(mount)
+    openbao.write_keys(mount, dataset.private_keys)
+    rotated, lost = dataset.ca_key_ids[0], dataset.ca_key_ids[1]
+    env = {"LAMASSU_KUBECONFIG": str(control_plane.kubeconfig)}
+    try:
+        token = secrets.put("token", restore_token(openbao, mount))
+        cfg = runner_config(
+            components=["vault", "config"],
+            overrides={
+                "vault": {"raftSnapshot": False, "kvMounts": [mount], "tokenFile": token},
+                "config": {
+                    "namespace": namespace,
+                    "configMaps": ["ca-config", "kms-config"],
+                    "secrets": ["z-cert"],
+                },
+            },
+        )
+        code, result, stderr = run_runner(cfg, "backup", env=env, tmp=tmp_path)
+        assert code == 0, (result, stderr)
+        # Since the backup: a key rotated, one lost, a config changed, one deleted.
+        openbao.write_keys(mount, {rotated: "cm90YXRlZA=="})
+        openbao.client().secrets.kv.v2.delete_metadata_and_all_versions(
+            path=lost, mount_point=mount
+        )
+        core.patch_namespaced_config_map(
+            "ca-config", namespace, {"data": {"config": "v2", "extra": "x"}}
+        )
+        core.delete_namespaced_config_map("kms-config", namespace)
+        core.delete_namespaced_secret("z-cert", namespace)
+        core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "z-cert"},
+                "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "bmV3", "tls.key": "bmV3"},
+                "immutable": True,
+            },
+        )
+        kv_before, config_before = kv_state(openbao, mount), config_state(core, namespace)
+        rcfg = restore_config(
+            cfg,
+            components=["vault", "config"],
+            namespace=namespace,  # the undo journal's
+            config={"namespace": namespace},
+            overwriteExisting=True,
+            swapSuffix="u1",
+        )
+
+        code, result, stderr = run_restore(rcfg, tmp=tmp_path, env=env)
+
+        assert code == 1, (result, stderr)
+        assert "applying Secret" in result["error"]
+        assert "the KV writes were undone" in result["error"]
+        assert "the config was put back" in result["error"]
+        assert sorted(result["evidence"]["rolledBack"]) == ["config", "vault"]
+        assert "changed" not in result["evidence"]
+        assert kv_state(openbao, mount) == kv_before
+        assert config_state(core, namespace) == config_before
+        assert "cm90YXRlZA" not in stderr + json.dumps(result)  # no value reaches a log
+
+        # A restore that succeeds, then the rollback step, in another process, from the journal.
+        core.delete_namespaced_secret("z-cert", namespace)
+        config_before = config_state(core, namespace)
+        journaled = rcfg.model_copy(update={"journal": "restore-undo"})
+        code, result, stderr = run_restore(journaled, tmp=tmp_path, env=env)
+        assert code == 0, (result.get("error"), stderr)
+        assert openbao.read_keys(mount) == dataset.private_keys
+        assert core.read_namespaced_config_map("kms-config", namespace).data == {
+            "config": "engine: vault"
+        }
+        assert core.read_namespaced_secret("restore-undo", namespace).data
+        code, result, stderr = run_restore(journaled, tmp=tmp_path, step="rollback", env=env)
+        assert code == 0, (result.get("error"), stderr)
+        assert f"vault:{mount}" in result["evidence"]["rolledBack"]
+        assert "config:ConfigMap/kms-config" in result["evidence"]["rolledBack"]
+        assert kv_state(openbao, mount) == kv_before
+        assert config_state(core, namespace) == config_before
+        with pytest.raises(client.ApiException):
+            core.read_namespaced_secret("restore-undo", namespace)  # dropped once used
+    finally:
+        openbao.client().sys.disable_secrets_engine(mount)
+        core.delete_namespace(namespace)
+        api.close()
 
 
 # ------------------------------------------------------------------------ other layouts, volumes

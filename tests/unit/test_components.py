@@ -16,7 +16,7 @@ from lamassu_backup.errors import ConfigurationError
 from lamassu_backup.models.common import ComponentName
 from lamassu_backup.models.policy import BackupPolicySpec, Components
 from lamassu_backup.runner.backup.steps import step_of
-from lamassu_backup.runner.restore.hooks import hooks_of
+from lamassu_backup.runner.restore.hooks import VerifyOnly, hooks_of
 from lamassu_backup.services import secrets
 from lamassu_backup.services.policies import rpo_of
 
@@ -75,9 +75,17 @@ def test_a_registered_component_is_complete(component: Component) -> None:
     importlib.import_module(f"{component.package}.spec")
 
 
-def test_a_component_without_restore_hooks_is_verified_only() -> None:
-    assert importlib.util.find_spec("lamassu_backup.components.aws_kms.restore") is None
+def test_a_component_without_restore_hooks_is_verified_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert importlib.util.find_spec("lamassu_backup.components.postgres.restore") is not None
+    # awsKms writes nothing back, but its metadata is the AWS KMS engine's key store.
+    assert importlib.util.find_spec("lamassu_backup.components.aws_kms.restore") is not None
+    aws = registry.get("awsKms")
+    monkeypatch.setattr(aws, "package", "lamassu_backup.clients")  # a package without restore
+    hooks = hooks_of("awsKms")(None)  # type: ignore[arg-type]
+    assert isinstance(hooks, VerifyOnly)
+    assert hooks.name == "awsKms"
     with pytest.raises(ConfigurationError, match="unknown component 'hsm'"):
         hooks_of("hsm")
     with pytest.raises(ConfigurationError, match="unknown component 'hsm'"):

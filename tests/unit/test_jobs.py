@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from lamassu_backup.builders import jobs
+from lamassu_backup.builders import restore_plan as rp
+from lamassu_backup.builders.restore_jobs import RestoreSource, restore_job
 from lamassu_backup.models.backup import Trigger
 from lamassu_backup.models.policy import BackupPolicySpec
+from lamassu_backup.models.restore import RestoreSpec
 from lamassu_backup.models.runner import CONFIG_ENV, SECRETS_ROOT, RestoreRunConfig, RunnerConfig
 
 POLICY: dict[str, Any] = {
@@ -119,7 +122,26 @@ def test_restricted_security_context() -> None:
         "privileged": False,
     }
     scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
-    assert scratch["emptyDir"]["medium"] == "Memory"
+    assert scratch["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+
+
+def test_scratch_volume_size_and_medium_come_from_the_policy() -> None:
+    spec = {
+        **POLICY,
+        "runner": {**POLICY["runner"], "scratch": {"sizeLimit": "8Gi", "medium": "Disk"}},
+    }
+    job = jobs.backup_job(
+        BackupPolicySpec.model_validate(spec),
+        namespace="lamassu",
+        policy_name="lamassu",
+        backup_name="lamassu-20261124t100000z",
+        set_time="20261124T100000Z",
+        component="postgres",
+        owner=OWNER,
+    )
+    pod = job["spec"]["template"]["spec"]
+    scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+    assert scratch["emptyDir"] == {"sizeLimit": "8Gi"}
 
 
 def test_every_credential_is_a_mounted_secret_file() -> None:
@@ -203,23 +225,116 @@ def test_commit_job_needs_only_bucket_and_signing_key() -> None:
     ]
 
 
-def test_verify_job_is_a_drill_with_the_decryption_key() -> None:
-    job = jobs.verify_job(
-        BackupPolicySpec.model_validate(POLICY),
+def scheduled_drill(policy: dict[str, Any], components: list[str]) -> dict[str, Any]:
+    body = jobs.drill_restore(
+        BackupPolicySpec.model_validate(policy),
         namespace="lamassu",
         policy_name="lamassu",
         backup_name="lamassu-20261124t100000z",
-        set_time="20261124T100000Z",
-        components=["postgres", "vault", "config"],
+        components=components,
         tick="20261129T030000Z",
         owner=OWNER,
     )
-    assert job is not None
+    assert body is not None
+    return body
+
+
+def drill_job(policy: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The Job the restore controller runs for a drill restore (its Restoring step)."""
+    spec = RestoreSpec.model_validate(body["spec"])
+    parsed = BackupPolicySpec.model_validate(policy)
+    in_set = [str(c) for c in spec.components]
+    return restore_job(
+        spec,
+        RestoreSource("s3://lamassu-backups/prod/lamassu/lamassu/x/", "b", parsed),
+        namespace="lamassu",
+        restore=body["metadata"]["name"],
+        step="restore",
+        components=rp.restore_components(spec, in_set),
+        swap_suffix=None,
+        owner=OWNER,
+    )
+
+
+def test_a_scheduled_drill_is_a_drill_restore_of_the_set_with_the_verification_keys() -> None:
+    body = scheduled_drill(POLICY, ["postgres", "vault", "config"])
+    meta = body["metadata"]
+    assert body["kind"] == "LamassuRestore"
+    assert meta["name"] == "lamassu-drill-20261129t030000z"
+    assert meta["labels"][jobs.LABEL_POLICY] == "lamassu"
+    assert meta["labels"][jobs.LABEL_SCHEDULED_DRILL] == "lamassu"
+    assert meta["labels"][jobs.LABEL_BACKUP] == "lamassu-20261124t100000z"
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "LamassuBackup",
+        "lamassu-20261124t100000z",
+        "uid-1",
+    )
+    spec = body["spec"]
+    assert spec["mode"] == "Drill"
+    assert spec["backupRef"] == {"name": "lamassu-20261124t100000z"}
+    assert spec["components"] == ["postgres", "vault"]  # config is never drilled
+    assert spec["decryptionKeySecret"] == {"name": "gpg-priv", "key": "p.asc"}
+    assert spec["validation"]["keyConsistency"] is True
+    # No signer key on the policy: signatures are not checked, as before.
+    assert spec["insecureSkipSignatureCheck"] is True
+    job = drill_job(POLICY, body)
     cfg = RestoreRunConfig.model_validate(config_of(job, jobs.RESTORE_CONFIG_ENV))
     assert cfg.mode == "Drill"
     assert cfg.components == ["postgres", "vault"]
+    assert cfg.require_signature is False
     assert mounted_files(job)[cfg.decryption_key_file] == ("gpg-priv", "p.asc")
-    assert job["metadata"]["name"] == "lamassu-20261124t100000z-verify-20261129t030000z"
+
+
+def test_a_scheduled_drill_checks_the_signature_when_the_policy_has_a_signer_key() -> None:
+    policy = json.loads(json.dumps(POLICY))
+    policy["verification"]["signerKeySecret"] = {"name": "gpg-sign-pub", "key": "s.asc"}
+    policy["verification"]["keyConsistency"] = False
+    body = scheduled_drill(policy, ["postgres"])
+    assert body["spec"]["signerKeySecret"] == {"name": "gpg-sign-pub", "key": "s.asc"}
+    assert not body["spec"].get("insecureSkipSignatureCheck")
+    cfg = RestoreRunConfig.model_validate(
+        config_of(drill_job(policy, body), jobs.RESTORE_CONFIG_ENV)
+    )
+    assert cfg.require_signature is True
+    assert cfg.key_consistency is False
+    assert cfg.components == ["postgres"]
+
+
+def test_no_scheduled_drill_without_a_decryption_key() -> None:
+    policy = json.loads(json.dumps(POLICY))
+    policy["verification"] = {}
+    built = jobs.drill_restore(
+        BackupPolicySpec.model_validate(policy),
+        namespace="lamassu",
+        policy_name="lamassu",
+        backup_name="b",
+        components=["postgres"],
+        tick="20261129T030000Z",
+        owner=OWNER,
+    )
+    assert built is None
+
+
+def test_old_scheduled_drills_go_beyond_the_history_limit_but_never_unfinished_ones() -> None:
+    def drill(name: str, minute: int, phase: str | None, backup: str = "old-set") -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "creationTimestamp": f"2026-11-29T03:{minute:02d}:00Z"},
+            "spec": {"backupRef": {"name": backup}},
+            "status": {"phase": phase} if phase else {},
+        }
+
+    drills = [
+        drill("d1", 1, "Completed"),
+        drill("d2", 2, "Restoring"),
+        drill("d3", 3, "Failed"),
+        drill("d4", 4, "Completed", backup="being-recorded"),
+        drill("d5", 5, None),
+        drill("d6", 6, "Completed"),
+        drill("d7", 7, "Completed"),
+    ]
+    assert jobs.drills_to_delete(drills, 2, {"being-recorded"}) == ["d3", "d1"]
+    assert jobs.drills_to_delete(drills, 10, set()) == []
 
 
 def test_long_names_stay_valid_and_distinct() -> None:

@@ -15,8 +15,11 @@ import pytest
 from pydantic import ValidationError
 
 from lamassu_backup.builders import jobs
+from lamassu_backup.builders import restore_plan as rp
+from lamassu_backup.builders.restore_jobs import RestoreSource, restore_job
 from lamassu_backup.components.volumes.spec import FilesystemKeyStore
 from lamassu_backup.models.policy import BackupPolicySpec
+from lamassu_backup.models.restore import RestoreSpec
 from lamassu_backup.models.runner import RestoreRunConfig, RunnerResult
 from lamassu_backup.runner.context import RunnerContext
 from lamassu_backup.runner.restore import keys as restore_keys
@@ -148,7 +151,7 @@ def test_the_runner_contract_refuses_a_path_outside_the_volume() -> None:
         (
             policy([VAULT], volume("kms-fs", keyStoreEngine=FS), volume("crls")),
             [VAULT],
-            [{"engine": FS, "volume": "kms-fs", "path": ""}],
+            [{"engine": FS, "type": "filesystem", "volume": "kms-fs", "path": ""}],
         ),
         (
             policy(
@@ -158,8 +161,8 @@ def test_the_runner_contract_refuses_a_path_outside_the_volume() -> None:
             ),
             [],
             [
-                {"engine": FS, "volume": "kms-fs", "path": "keys"},
-                {"engine": FS2, "volume": "kms-fs2", "path": ""},
+                {"engine": FS, "type": "filesystem", "volume": "kms-fs", "path": "keys"},
+                {"engine": FS2, "type": "filesystem", "volume": "kms-fs2", "path": ""},
             ],
         ),
     ],
@@ -182,17 +185,30 @@ def test_key_store_settings_without_a_vault_component() -> None:
 
 
 def drill_config(spec: dict[str, Any], components: list[str]) -> RestoreRunConfig:
-    job = jobs.verify_job(
-        BackupPolicySpec.model_validate(spec),
+    """The runner configuration of a scheduled drill: the Drill LamassuRestore the policy's
+    verification creates, as the restore controller runs it."""
+    policy = BackupPolicySpec.model_validate(spec)
+    body = jobs.drill_restore(
+        policy,
         namespace="lamassu",
         policy_name="lamassu",
         backup_name="lamassu-20261124t100000z",
-        set_time="20261124T100000Z",
         components=components,
         tick="20261129T030000Z",
         owner=OWNER,
     )
-    assert job is not None
+    assert body is not None
+    restore = RestoreSpec.model_validate(body["spec"])
+    job = restore_job(
+        restore,
+        RestoreSource("s3://lamassu-backups/x/", "lamassu-20261124t100000z", policy),
+        namespace="lamassu",
+        restore=body["metadata"]["name"],
+        step="restore",
+        components=rp.restore_components(restore, components),
+        swap_suffix=None,
+        owner=OWNER,
+    )
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     value = next(e["value"] for e in env if e["name"] == jobs.RESTORE_CONFIG_ENV)
     return RestoreRunConfig.model_validate_json(value)

@@ -65,10 +65,19 @@ def test_no_pre_restore_backup_and_no_workloads_skip_their_phases() -> None:
     assert rp.steps(s) == [P.PLANNING, P.PAUSING_BACKUPS, P.RESTORING, P.VALIDATING]
 
 
-def test_drill_never_scales_or_backs_up() -> None:
+def test_drill_never_scales_backs_up_or_pauses() -> None:
     s = spec(mode="Drill", workloads=WORKLOADS)
-    assert rp.steps(s) == [P.PLANNING, P.PAUSING_BACKUPS, P.RESTORING]
+    assert rp.steps(s) == [P.PLANNING, P.RESTORING]
+    assert rp.next_phase(s, P.PLANNING) == P.RESTORING
     assert rp.next_phase(s, P.RESTORING) == P.COMPLETED
+
+
+def test_only_in_place_restores_and_dry_runs_run_the_plan_job() -> None:
+    """The set verifies before anything live changes: in place that is before the pre-restore
+    backup and the scale-down, so Planning verifies it; a drill's own Job verifies it first."""
+    assert rp.plan_job_needed(in_place())
+    assert rp.plan_job_needed(spec(mode="Drill", dryRun=True))
+    assert not rp.plan_job_needed(spec(mode="Drill"))
 
 
 @pytest.mark.parametrize(
@@ -139,6 +148,16 @@ def test_among_waiting_restores_the_oldest_goes_first() -> None:
     assert rp.blocking_restore(old, [old, new]) is None
 
 
+def test_drills_never_block_and_wait_only_for_an_in_place_restore_at_work() -> None:
+    drill = rp.RestoreRef("drill", "Restoring", T0, False, drill=True)
+    me = ref("me", "Planning", 5)
+    assert rp.blocking_restore(me, [drill, me]) is None
+    waiting_drill = rp.RestoreRef("d", "Planning", T0 + timedelta(minutes=6), False, drill=True)
+    assert rp.blocking_restore(waiting_drill, [ref("x", "ScalingDown", 0), waiting_drill]) == "x"
+    # Never behind an in-place restore that waits itself (or the two could wait on each other).
+    assert rp.blocking_restore(waiting_drill, [me, waiting_drill]) is None
+
+
 def test_dry_runs_neither_wait_nor_block() -> None:
     dry = ref("dry", "Planning", 0, dry=True)
     me = ref("me", "Planning", 1)
@@ -158,6 +177,13 @@ def test_api_services_stop_first_and_kms_last_and_start_in_reverse() -> None:
     down = [w.name for w in rp.scale_down_order(found)]
     assert down == ["ca", "device-manager", "va", "db", "kms"]
     assert [w.name for w in rp.scale_up_order(found)] == list(reversed(down))
+
+
+def test_workloads_stop_in_groups_api_services_together_kms_alone_last() -> None:
+    found = [wl("kms"), wl("ca"), wl("va"), wl("db", "StatefulSet"), wl("device-manager")]
+    groups = [[w.name for w in g] for g in rp.stop_groups(found)]
+    assert groups == [["ca", "device-manager", "va"], ["db"], ["kms"]]
+    assert rp.stop_groups([]) == []
 
 
 def test_replicas_recorded_on_an_earlier_pass_survive_a_restart() -> None:
@@ -316,6 +342,9 @@ def test_backups_pause_only_while_a_restore_holds_the_namespace() -> None:
         reason = restore_guard.pause_reason(FakeKube([lrs("r", phase)]), "ns")  # type: ignore[arg-type]
         assert reason is not None
         assert "LamassuRestore r" in reason
+        # A drill pauses nothing: a scheduled drill must not stop the backups.
+        drill = lrs("d", phase, mode="Drill")
+        assert restore_guard.pause_reason(FakeKube([drill]), "ns") is None  # type: ignore[arg-type]
 
 
 def test_retention_keeps_the_restored_and_the_safety_sets() -> None:
@@ -372,3 +401,53 @@ def test_latest_never_picks_a_config_only_set_for_a_full_restore() -> None:
     assert choose_backup([full, config_only], None, ["postgres"]) == "full"
     assert choose_backup([config_only], None) is None
     assert choose_backup([full, config_only], datetime(2026, 12, 1, 9, tzinfo=UTC)) is None
+
+
+# -- a runner Job's end, from its Pod ------------------------------------------------------------
+
+
+class PodsKube:
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.pods = pods
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        return self.pods
+
+
+def runner_job(backoff: int = 0) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "r-restore", "namespace": "ns"},
+        "spec": {"backoffLimit": backoff},
+        "status": {"active": 1},
+    }
+
+
+def pod(exit_code: int | None, message: str = "") -> dict[str, Any]:
+    state = (
+        {"running": {}}
+        if exit_code is None
+        else {"terminated": {"exitCode": exit_code, "message": message}}
+    )
+    return {"metadata": {}, "status": {"containerStatuses": [{"state": state}]}}
+
+
+def test_a_runner_that_reported_and_exited_is_done_before_the_job_controller_says_so() -> None:
+    from lamassu_backup.services.job_state import ended_pod_state
+
+    ok = '{"ok": true, "action": "restore", "evidence": {"postgres": {"ca": {}}}}'
+    failed = '{"ok": false, "action": "restore", "error": "bad checksum", "reason": "Integrity"}'
+
+    def state(job: dict[str, Any], *pods: dict[str, Any]) -> Any:
+        return ended_pod_state(PodsKube(list(pods)), job)  # type: ignore[arg-type]
+
+    done = state(runner_job(), pod(0, ok))
+    assert done is not None
+    assert (done.done, done.ok, done.result.evidence["postgres"]) == (True, True, {"ca": {}})
+    bad = state(runner_job(), pod(1, failed))
+    assert bad is not None
+    assert (bad.ok, bad.reason, bad.message) == (False, "Integrity", "bad checksum")
+    # Still running, no result written, or a Job that may retry: the Job's conditions decide.
+    assert state(runner_job(), pod(None)) is None
+    assert state(runner_job(), pod(137)) is None
+    assert state(runner_job(), pod(0, failed)) is None
+    assert state(runner_job(backoff=2), pod(0, ok)) is None

@@ -1,4 +1,5 @@
-"""Job manifests for backup, commit and verification runs: pure functions of the resources.
+"""Job manifests for backup and commit runs, and the records a policy creates (its runs, its
+scheduled drills): pure functions of the resources.
 
 Every credential reaches the runner as a file from a Secret volume; the runner's configuration
 (:class:`RunnerConfig`) only says where those files are. Names are deterministic, so the operator
@@ -14,12 +15,13 @@ from ..components import registry
 from ..components.base import RestoreRequest, SecretMounts
 from ..components.volumes.spec import FilesystemKeyStore
 from ..models.backup import Trigger
+from ..models.common import ComponentName, LocalObjectRef
 from ..models.policy import BackupPolicySpec, RunnerSettings
 from ..models.resources import GROUP
+from ..models.restore import RestoreMode, RestoreSpec, Validation
 from ..models.runner import (
     CONFIG_ENV,
     GpgSettings,
-    RestoreRunConfig,
     RunnerConfig,
     S3Settings,
 )
@@ -159,6 +161,14 @@ _CONTAINER_SECURITY = {
 }
 
 
+def _scratch(runner: RunnerSettings) -> dict[str, Any]:
+    """The scratch emptyDir: in memory by default, on the node's disk when asked."""
+    volume: dict[str, Any] = {"sizeLimit": runner.scratch.size_limit}
+    if runner.scratch.medium == "Memory":
+        volume["medium"] = "Memory"
+    return volume
+
+
 def job_manifest(
     *,
     name: str,
@@ -181,7 +191,7 @@ def job_manifest(
     }
     pod_labels = {**runner.pod_labels, **all_labels}
     volumes = [
-        {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        {"name": "scratch", "emptyDir": _scratch(runner)},
         *mounts.volumes,
         *(extra_volumes or []),
     ]
@@ -252,11 +262,6 @@ def component_job_name(backup: str, component: str) -> str:
 def commit_job_name(backup: str) -> str:
     """Deterministic name of the commit Job."""
     return layout.bounded_name(backup, "commit")
-
-
-def verify_job_name(backup: str, time_str: str) -> str:
-    """Deterministic name of a verification drill Job (one per scheduled tick)."""
-    return layout.bounded_name(backup, f"verify-{time_str.lower()}")
 
 
 def backup_job(
@@ -353,65 +358,89 @@ def commit_job(
     )
 
 
-def verify_job(
+LABEL_SCHEDULED_DRILL = f"{GROUP}/scheduled-drill"
+"""On a LamassuRestore the policy's verification schedule created: the policy's name."""
+
+
+def drill_restore_name(policy_name: str, tick: str) -> str:
+    """Deterministic name of a scheduled drill (one per verification tick): a restarted
+    operator that fires the same tick again finds it instead of making a second one."""
+    return layout.bounded_name(policy_name, "drill", tick.lower())
+
+
+def drill_restore(
     policy: BackupPolicySpec,
     *,
     namespace: str,
     policy_name: str,
     backup_name: str,
-    set_time: str,
     components: list[str],
     tick: str,
     owner: Owner,
 ) -> dict[str, Any] | None:
-    """A drill Job restoring the set into scratch targets; None when verification lacks a key."""
+    """The LamassuRestore (mode Drill) a verification tick creates for the newest set; None
+    when verification has no decryption key.
+
+    The drill restores what the policy's components say a drill restores (the databases, the
+    KV exports, and the volumes holding a filesystem engine's keys) among those that completed
+    in the set, with the verification's keys: the signature is checked when a signer key is
+    set, as the policy says (``verification.signerKeySecret``: no key, no check). Owned by the
+    set it tests: it goes when retention deletes the set, and the verification service keeps
+    only the newest ``recentRunsLimit`` of a policy's drills.
+    """
     verification = policy.verification
     if verification.decryption_key_secret is None:
         return None
-    mounts = SecretMounts()
-    source = s3_settings(mounts, policy)
-    drilled = [
+    drilled = {
         c.name
         for c in registry.configured(policy.components, components)
         if c.drilled(policy.components)
-    ]
-    request = RestoreRequest(
-        namespace=namespace, policy=policy, components=drilled, step="restore", drill=True
+    }
+    spec = RestoreSpec(
+        backup_ref=LocalObjectRef(name=backup_name),
+        mode=RestoreMode.DRILL,
+        components=[ComponentName(c) for c in components if c in drilled],
+        decryption_key_secret=verification.decryption_key_secret,
+        decryption_key_passphrase_secret=verification.decryption_key_passphrase_secret,
+        signer_key_secret=verification.signer_key_secret,
+        insecure_skip_signature_check=verification.signer_key_secret is None,
+        validation=Validation(key_consistency=verification.key_consistency),
     )
-    cfg = RestoreRunConfig(
-        namespace=namespace,
-        restore=verify_job_name(backup_name, tick),
-        mode="Drill",
-        step="restore",
-        source=source,
-        set_prefix=layout.set_prefix(
-            policy.destination.s3.prefix, namespace, policy_name, set_time
-        ),
-        backup=backup_name,
-        components=[c for c in components if c in drilled],
-        decryption_key_file=mounts.file(
-            verification.decryption_key_secret.name,
-            verification.decryption_key_secret.key,
-            "decryption.asc",
-        ),
-        decryption_passphrase_file=mounts.ref(
-            verification.decryption_key_passphrase_secret, "decryption-passphrase"
-        ),
-        signer_key_file=mounts.ref(verification.signer_key_secret, "signer.asc"),
-        require_signature=verification.signer_key_secret is not None,
-        key_consistency=verification.key_consistency,
-        **component_restore_settings(mounts, request),
-    )
-    return job_manifest(
-        name=verify_job_name(backup_name, tick),
-        namespace=namespace,
-        owner=owner,
-        runner=policy.runner,
-        labels=run_labels(policy_name, backup_name, "verify", "verify"),
-        command=["lamassu-backup", "runner", "restore"],
-        env={RESTORE_CONFIG_ENV: cfg.model_dump_json(by_alias=True, exclude_none=True)},
-        mounts=mounts,
-    )
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "LamassuRestore",
+        "metadata": {
+            "name": drill_restore_name(policy_name, tick),
+            "namespace": namespace,
+            "labels": {
+                LABEL_POLICY: layout.label_value(policy_name),
+                LABEL_BACKUP: layout.label_value(backup_name),
+                LABEL_SCHEDULED_DRILL: layout.label_value(policy_name),
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            },
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec.to_api(),
+    }
+
+
+def drills_to_delete(drills: list[dict[str, Any]], keep: int, verifying: set[str]) -> list[str]:
+    """A policy's scheduled drills beyond the newest ``keep``: the finished ones, except a
+    drill of a set whose verification is still being recorded (its outcome is read from it)."""
+    finished = {"Completed", "Failed", "RolledBack", "Planned"}
+
+    def age(body: dict[str, Any]) -> tuple[str, str]:
+        meta = body.get("metadata") or {}
+        return (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
+
+    newest_first = sorted(drills, key=age, reverse=True)
+    out = []
+    for body in newest_first[keep:]:
+        phase = (body.get("status") or {}).get("phase")
+        backup = ((body.get("spec") or {}).get("backupRef") or {}).get("name")
+        if phase in finished and backup not in verifying:
+            out.append(str(body["metadata"]["name"]))
+    return out
 
 
 def backup_resource(

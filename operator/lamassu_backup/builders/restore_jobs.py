@@ -19,6 +19,30 @@ from ..models.runner import RestoreRunConfig, S3Settings
 from . import jobs, layout
 from .restore_plan import LABEL_RESTORE, job_name
 
+RUNNER_ACCOUNT = "lamassu-backup-runner"
+"""The runner's default ServiceAccount: reads ConfigMaps and Secrets, writes nothing."""
+RESTORE_ACCOUNT = "lamassu-backup-restore"
+"""The account of the in-place steps that change live state (restore, rollback, finalize): it
+may also write ConfigMaps and Secrets, in the restore's and the config target's namespace only
+(the chart's ClusterRole, bound there by the operator). Plans and drills keep the read-only one."""
+
+
+def writes_live(spec: RestoreSpec, step: Step) -> bool:
+    """Whether ``step`` of this restore changes live state (and keeps an undo journal)."""
+    return spec.mode.value != "Drill" and not spec.dry_run and step != "plan"
+
+
+def journal_name(restore: str) -> str:
+    """The undo journal's Secret (deterministic: the rollback step of another Job finds it)."""
+    return layout.bounded_name(restore, "undo")
+
+
+def account_namespaces(spec: RestoreSpec, namespace: str) -> list[str]:
+    """Where the restore account may write: the restore's namespace (the journal) and the config
+    component's target namespace."""
+    target = spec.target.namespace if spec.target else None
+    return sorted({namespace, target or namespace})
+
 
 @dataclass(frozen=True)
 class RestoreSource:
@@ -91,6 +115,7 @@ def run_config(
         swap_suffix=swap_suffix,
         key_consistency=spec.validation.key_consistency,
         dry_run=spec.dry_run and step == "plan",
+        journal=journal_name(restore) if writes_live(spec, step) else None,
         **jobs.component_restore_settings(mounts, request),
     )
 
@@ -141,7 +166,10 @@ def restore_job(
     runner = src.policy.runner if src.policy is not None else RunnerSettings()
     # A restore step must not be retried by the Job controller: the runner is idempotent, but a
     # second Pod after a failure would hide the first one's result (exit code 3 must be seen).
-    runner = runner.model_copy(update={"backoff_limit": 0})
+    update: dict[str, Any] = {"backoff_limit": 0}
+    if writes_live(spec, step) and runner.service_account_name == RUNNER_ACCOUNT:
+        update["service_account_name"] = RESTORE_ACCOUNT
+    runner = runner.model_copy(update=update)
     return jobs.job_manifest(
         name=job_name(restore, step),
         namespace=namespace,

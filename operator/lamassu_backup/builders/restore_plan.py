@@ -33,7 +33,8 @@ ACTIVE_PHASES = frozenset(
         RestorePhase.SCALING_UP,
     }
 )
-"""Phases in which a restore holds its namespace: backups paused, no other restore runs."""
+"""Phases in which an in-place restore holds its namespace: backups paused, no other restore
+runs. A drill in these phases holds nothing (see :func:`holds_namespace`)."""
 
 DONE = frozenset(
     {RestorePhase.COMPLETED, RestorePhase.FAILED, RestorePhase.ROLLED_BACK, RestorePhase.PLANNED}
@@ -47,13 +48,24 @@ DEFAULT_IN_PLACE_COMPONENTS = ("postgres", "vault")
 access to ConfigMaps and Secrets that the runner's account does not have by default."""
 
 
+def holds_namespace(mode: str | None, phase: str | None) -> bool:
+    """Whether a restore in ``phase`` holds its namespace (backups paused, restores wait).
+
+    Only an in-place restore does: a drill writes scratch targets only, so it pauses no backup
+    and never makes an in-place restore wait (a scheduled drill every few minutes would
+    otherwise hold a real recovery back). No mode means the spec's default, Drill.
+    """
+    in_place = (mode or RestoreMode.DRILL.value) != RestoreMode.DRILL.value
+    return in_place and phase in {p.value for p in ACTIVE_PHASES}
+
+
 def steps(spec: RestoreSpec) -> list[RestorePhase]:
     """The working phases of a restore, in order (the terminal phase is not a step)."""
     has_workloads = spec.workloads is not None
     if spec.dry_run:
         return [RestorePhase.PLANNING]
     if spec.mode == RestoreMode.DRILL:
-        return [RestorePhase.PLANNING, RestorePhase.PAUSING_BACKUPS, RestorePhase.RESTORING]
+        return [RestorePhase.PLANNING, RestorePhase.RESTORING]
     out = [RestorePhase.PLANNING, RestorePhase.PAUSING_BACKUPS]
     if spec.pre_restore_backup:
         out.append(RestorePhase.PRE_RESTORE_BACKUP)
@@ -63,6 +75,18 @@ def steps(spec: RestoreSpec) -> list[RestorePhase]:
     if has_workloads:
         out.append(RestorePhase.SCALING_UP)
     return out
+
+
+def plan_job_needed(spec: RestoreSpec) -> bool:
+    """Whether Planning runs the runner's ``plan`` Job (the whole set verified, the plan listed).
+
+    A dry run is that Job. An in-place restore needs it: the set must verify before the
+    pre-restore backup and the scale-down, which already touch the live platform. A drill does
+    not: its own Job verifies the whole set (signature, both checksums) before it restores into
+    scratch targets, and touches nothing live, so a second pass over the set would only double
+    the time the set is streamed.
+    """
+    return spec.dry_run or spec.mode != RestoreMode.DRILL
 
 
 def next_phase(spec: RestoreSpec, current: RestorePhase) -> RestorePhase:
@@ -160,26 +184,31 @@ class RestoreRef:
     phase: str
     created: datetime | None
     dry_run: bool
+    drill: bool = False
 
 
 def blocking_restore(me: RestoreRef, others: Sequence[RestoreRef]) -> str | None:
     """The restore that must finish before ``me`` may start, if any.
 
-    A restore holding the namespace (an active phase) blocks everyone; among the ones waiting,
-    the oldest goes first (name breaks ties), so two operators, or one restarted, agree.
+    An in-place restore holding the namespace (an active phase) blocks everyone; among the
+    in-place ones waiting, the oldest goes first (name breaks ties), so two operators, or one
+    restarted, agree. Dry runs and drills never block anyone; a drill waits only while an
+    in-place restore holds the namespace (never behind one that waits), so neither can keep
+    the other waiting forever.
     """
     if me.dry_run:
         return None
     active = {p.value for p in ACTIVE_PHASES}
     waiting = {RestorePhase.PENDING.value, RestorePhase.PLANNING.value}
-    for other in sorted(others, key=lambda o: o.name):
-        if other.name == me.name or other.dry_run:
-            continue
+    contenders = [o for o in others if o.name != me.name and not o.dry_run and not o.drill]
+    for other in sorted(contenders, key=lambda o: o.name):
         if other.phase in active:
             return other.name
+    if me.drill:
+        return None
     mine = _age_key(me)
-    for other in sorted(others, key=_age_key):
-        if other.name == me.name or other.dry_run or other.phase not in waiting:
+    for other in sorted(contenders, key=_age_key):
+        if other.phase not in waiting:
             continue
         if _age_key(other) < mine:
             return other.name
@@ -224,6 +253,22 @@ def scale_down_order(workloads: Iterable[Workload]) -> list[Workload]:
     return sorted(
         workloads, key=lambda w: (is_key_service(w), w.kind == "StatefulSet", w.kind, w.name)
     )
+
+
+def stop_groups(workloads: Iterable[Workload]) -> list[list[Workload]]:
+    """The scale-down order as groups stopped together: the API Deployments at once, then the
+    StatefulSets, then kms. A group starts stopping only once the one before has stopped, so
+    the order holds; within a group nothing depends on another, so waiting one by one would
+    only add up their stop times."""
+    groups: list[list[Workload]] = []
+    last: tuple[bool, bool] | None = None
+    for w in scale_down_order(workloads):
+        key = (is_key_service(w), w.kind == "StatefulSet")
+        if key != last:
+            groups.append([])
+            last = key
+        groups[-1].append(w)
+    return groups
 
 
 def scale_up_order(workloads: Iterable[Workload]) -> list[Workload]:

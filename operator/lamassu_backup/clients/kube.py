@@ -17,6 +17,9 @@ from ..models.resources import GROUP, PLURALS, VERSION
 
 T = TypeVar("T")
 
+RESTORE_CLUSTER_ROLE = "lamassu-backup-restore"
+"""The chart's ClusterRole for restore Jobs that write ConfigMaps and Secrets (bound per namespace)."""
+
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster configuration when running in a Pod, else a kubeconfig (``KUBECONFIG``)."""
@@ -192,6 +195,45 @@ class ConfigWriter(ConfigReader):
             ),
         )
         return self._plain(result)
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Put one ConfigMap or Secret back exactly as ``obj`` holds it (the undo of a restore:
+        keys the restore added go too), over whatever version is live now."""
+        kind = obj["kind"]
+        meta = obj["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        live = self.get(kind, namespace, name)
+        if live is None:
+            body = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
+            create = (
+                self.core.create_namespaced_config_map
+                if kind == "ConfigMap"
+                else self.core.create_namespaced_secret
+            )
+            return self._plain(
+                guard(f"creating {kind} {namespace}/{name}", lambda: create(namespace, body))
+            )
+        body = {
+            **obj,
+            "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]},
+        }
+        put = (
+            self.core.replace_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.replace_namespaced_secret
+        )
+        return self._plain(
+            guard(f"replacing {kind} {namespace}/{name}", lambda: put(name, namespace, body))
+        )
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete one ConfigMap or Secret (absent already is fine)."""
+        remove = (
+            self.core.delete_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.delete_namespaced_secret
+        )
+        read_or_none(f"deleting {kind} {namespace}/{name}", lambda: remove(name, namespace))
 
 
 class KubeApi:
@@ -453,6 +495,60 @@ class KubeApi:
                 if exc.status != 409:
                     raise KubernetesError(
                         f"creating {what} {namespace}/{name}: HTTP {exc.status} {exc.reason}",
+                        reason=_reason(exc.status),
+                    ) from None
+        return created
+
+    def ensure_restore_account(self, namespace: str, name: str, targets: list[str]) -> bool:
+        """The ServiceAccount of the restore Jobs that change live state, bound in each target
+        namespace (only there) to the chart's ClusterRole ``RESTORE_CLUSTER_ROLE`` (ConfigMaps
+        and Secrets: read, create, patch, update, delete). The operator holds ``bind`` on that
+        one ClusterRole, not its rights; True if something was created."""
+        labels = {"app.kubernetes.io/managed-by": "lamassu-backup-operator"}
+        created = False
+        creators: list[tuple[str, str, Callable[[], object]]] = [
+            (
+                "ServiceAccount",
+                namespace,
+                lambda: self.core.create_namespaced_service_account(
+                    namespace, {"metadata": {"name": name, "labels": labels}}
+                ),
+            )
+        ]
+        for target in sorted(set(targets)):
+            # Bound elsewhere, the binding names the account's namespace: two restore namespaces
+            # writing into one target each get their own.
+            bound = name if target == namespace else f"{name}-{namespace}"[:253]
+            binding = {
+                "metadata": {"name": bound, "labels": labels},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": RESTORE_CLUSTER_ROLE,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+            creators.append(
+                (
+                    "RoleBinding",
+                    target,
+                    lambda t=target, b=binding: self.rbac.create_namespaced_role_binding(t, b),  # type: ignore[misc]
+                )
+            )
+        for what, where, create in creators:
+            try:
+                create()
+                created = True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise KubernetesError(
+                        f"creating {what} {where}/{name}: HTTP {exc.status} {exc.reason}"
+                        + (
+                            f" (the operator needs bind on ClusterRole {RESTORE_CLUSTER_ROLE}, "
+                            "which the chart grants)"
+                            if what == "RoleBinding" and exc.status == 403
+                            else ""
+                        ),
                         reason=_reason(exc.status),
                     ) from None
         return created

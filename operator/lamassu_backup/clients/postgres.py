@@ -668,12 +668,13 @@ def key_references(
 
 def key_inventory(
     ca: Sql, ca_schema: str, kms: Sql, kms_schema: str
-) -> tuple[list[tuple[str, str, bool, str, str]], list[tuple[str, str, str, str, str]]]:
+) -> tuple[list[tuple[str, str, bool, str, str]], list[tuple[str, str, str, str, str, str]]]:
     """Every kms key and every CA certificate, with what linking one to the other needs.
 
     kms rows: (key id, engine id, has private key, aliases JSON, metadata JSON: it holds the
     ``lamassu.io/kms/binded-resources`` binding); CA rows: (serial, subject key id, type, engine
-    id, CA id). The caller decides which CAs need a key (their type says) and where it lives.
+    id, CA id, certificate: base64 of its PEM, to match the stored key with). The caller decides
+    which CAs need a key (their type says) and where it lives.
     """
     kms_rows = kms.run(
         "SELECT key_id, coalesce(engine_id, ''), "
@@ -684,14 +685,15 @@ def key_inventory(
     schema = _ident(ca_schema)
     ca_rows = ca.run(
         "SELECT c.serial_number, coalesce(c.subject_key_id, ''), coalesce(c.type, ''), "
-        "coalesce(c.engine_id, ''), coalesce(min(a.id), '') "
+        "coalesce(c.engine_id, ''), coalesce(min(a.id), ''), "
+        "translate(coalesce(c.certificate, ''), E'\\n\\r\\t', '') "
         f"FROM {schema}.certificates c LEFT JOIN {schema}.ca_certificates a "
         "ON a.serial_number = c.serial_number WHERE c.is_ca "
-        "GROUP BY 1, 2, 3, 4 ORDER BY 1"
+        "GROUP BY 1, 2, 3, 4, 6 ORDER BY 1"
     )
     return (
         [(r[0], r[1], r[2] == "t", r[3], r[4]) for r in kms_rows],
-        [(r[0], r[1], r[2], r[3], r[4]) for r in ca_rows],
+        [(r[0], r[1], r[2], r[3], r[4], r[5] if len(r) > 5 else "") for r in ca_rows],
     )
 
 

@@ -185,8 +185,44 @@ class VaultClient:
         data = (resp.get("data") or {}).get("data")
         return dict(data) if isinstance(data, dict) else None
 
+    def kv_version(self, mount: str, path: str) -> tuple[int, bool] | None:
+        """The current version of a secret and whether it is live (not deleted or destroyed);
+        None when the path has no metadata at all. Never the data."""
+        try:
+            resp = self.client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
+        except hvac_exc.InvalidPath:
+            return None
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._fail(f"reading the metadata of {mount}/{path}", exc) from None
+        meta = resp.get("data") or {}
+        current = int(meta.get("current_version") or 0)
+        version = (meta.get("versions") or {}).get(str(current)) or {}
+        live = current > 0 and not version.get("destroyed") and not version.get("deletion_time")
+        return current, bool(live)
+
+    def kv_get_version(self, mount: str, path: str, version: int) -> dict[str, Any] | None:
+        """The data of one version of a secret (None when deleted, destroyed or absent)."""
+        try:
+            resp = self.client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, version=version, raise_on_deleted_version=True
+            )
+        except hvac_exc.InvalidPath:
+            return None
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._fail(f"reading {mount}/{path} version {version}", exc) from None
+        data = (resp.get("data") or {}).get("data")
+        return dict(data) if isinstance(data, dict) else None
+
+    def kv_delete_latest(self, mount: str, path: str) -> None:
+        """Soft-delete the latest version of a secret (its history stays)."""
+        try:
+            self.client.secrets.kv.v2.delete_latest_version_of_secret(path=path, mount_point=mount)
+        except (hvac_exc.VaultError, requests.RequestException) as exc:
+            raise self._fail(f"deleting the latest version of {mount}/{path}", exc) from None
+
     def kv_delete(self, mount: str, path: str) -> None:
-        """Delete every version and the metadata of a secret (restore canaries only)."""
+        """Delete every version and the metadata of a secret (restore canaries, and the undo of a
+        restore that created the path)."""
         try:
             self.client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
         except hvac_exc.InvalidPath:

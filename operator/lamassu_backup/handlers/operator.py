@@ -15,9 +15,9 @@ from typing import Any
 
 import kopf
 
-from ..builders.jobs import MANAGED_BY, run_of
+from ..builders.jobs import LABEL_SCHEDULED_DRILL, MANAGED_BY, run_of
 from ..clients.kube import KubeApi, load_config
-from ..models.resources import BACKUPS, GROUP, POLICIES, VERSION
+from ..models.resources import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
 from ..services import metrics, resources
 from ..services.common import Settings, now_utc, summarize
 from ..services.config_watch import ConfigEvents, Watcher
@@ -28,6 +28,7 @@ from .events import post
 from .storage import TolerantDiffBaseStorage, TolerantProgressStorage
 
 log = logging.getLogger("lamassu_backup")
+DRILL_OVER = ("Completed", "Failed", "RolledBack")
 
 
 def _configure(settings: kopf.OperatorSettings) -> None:
@@ -116,6 +117,17 @@ def job_event(
         return  # the initial listing; runs are resumed by their own handler
     name = run_of(dict(body))
     backup = resources.read_backup(memo.kube, namespace or "", name) if name else None
+    if backup is not None:
+        reconcile_backup(backup, memo)
+
+
+@kopf.on.event(GROUP, VERSION, RESTORES, labels={LABEL_SCHEDULED_DRILL: kopf.PRESENT})
+def drill_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A scheduled drill (a Drill LamassuRestore) ended: its set records the outcome now."""
+    if event.get("type") is None or (body.get("status") or {}).get("phase") not in DRILL_OVER:
+        return  # the initial listing (runs are resumed by their own handler), or still running
+    name = (body.get("spec") or {}).get("backupRef", {}).get("name")
+    backup = resources.read_backup(memo.kube, body.metadata.namespace or "", name) if name else None
     if backup is not None:
         reconcile_backup(backup, memo)
 

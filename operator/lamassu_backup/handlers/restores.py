@@ -2,8 +2,9 @@
 and posts its Events.
 
 The service does all the work from the API state; these handlers only decide when to call it:
-on create and on start-up (resume), when one of its Jobs changes, and on a short timer while the
-restore is active (the safety net that also waits for workloads and health checks).
+on create and on start-up (resume), when one of its Jobs changes, and in a loop while the restore
+is active that looks again when the service asks (the safety net that also waits for workloads
+and health checks).
 """
 
 from __future__ import annotations
@@ -56,10 +57,18 @@ def _unfinalized(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
     )
 
 
-@kopf.timer(GROUP, VERSION, RESTORES, interval=2, initial_delay=1, when=_active)
-async def restore_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """While active: wait for workloads, backups, health checks (and any missed Job event)."""
-    await _reconcile(memo, resources.parse_restore(dict(body)))
+@kopf.daemon(GROUP, VERSION, RESTORES, cancellation_timeout=5, when=_active)
+async def restore_loop(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """While active: move it on, then look again as soon as the service asks (Pods stopping or
+    starting, backups, health checks, a missed Job event); a fixed timer would add its period
+    to every wait."""
+    restore = resources.parse_restore(dict(body))
+    while not stopped:
+        outcome = await asyncio.to_thread(memo.restores.reconcile, restore, now_utc())
+        post(outcome.events)
+        await stopped.wait(outcome.requeue if outcome.requeue is not None else 2.0)
 
 
 @kopf.timer(GROUP, VERSION, RESTORES, interval=60, initial_delay=10, when=_unfinalized)

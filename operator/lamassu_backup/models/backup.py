@@ -185,8 +185,11 @@ class VerificationStatus(StatusModel):
     phase: VerificationPhase
     """Pending, Running, Verified or Failed."""
 
+    restore_name: str | None = None
+    """The drill: a LamassuRestore with mode Drill (``kubectl get lrs``)."""
+
     job_name: str | None = None
-    """The drill Job."""
+    """The drill Job, for a drill an operator before LamassuRestore drills started."""
 
     started_at: datetime | None = None
     """When the drill started."""

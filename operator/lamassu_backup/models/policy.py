@@ -66,6 +66,24 @@ class Components(CRModel):
                 or not {v.key_store_engine for v in m.volumes} & set(m.vault.key_store_engines)
             ),
         ),
+        Rule(
+            "!has(self.awsKms) || !has(self.awsKms.keyStoreEngine) || ("
+            "(!has(self.vault) || !has(self.vault.keyStoreEngines) || "
+            "!(self.awsKms.keyStoreEngine in self.vault.keyStoreEngines)) && "
+            "self.volumes.all(v, !has(v.keyStoreEngine) || "
+            "v.keyStoreEngine != self.awsKms.keyStoreEngine))",
+            "awsKms.keyStoreEngine names an engine whose keys are in AWS KMS: not one in Vault "
+            "(vault.keyStoreEngines) or on a volume (volumes[].keyStoreEngine)",
+            lambda m: (
+                m.aws_kms is None
+                or m.aws_kms.key_store_engine is None
+                or (
+                    m.aws_kms.key_store_engine
+                    not in {v.key_store_engine for v in m.volumes}
+                    | set(m.vault.key_store_engines if m.vault is not None else [])
+                )
+            ),
+        ),
     )
 
     postgres: PostgresComponent | None = None
@@ -279,6 +297,17 @@ class Resources(CRModel):
     """Limits; the runner streams, so memory stays flat whatever the database size."""
 
 
+class Scratch(CRModel):
+    """The runner's only writable directory (an emptyDir at /tmp)."""
+
+    size_limit: Quantity = "64Mi"
+    """Its size limit. The runner streams, so 64Mi is enough unless a restore spools dumps to
+    disk (``options.postgres.jobs`` above 1 needs the largest dump) or a drill extracts volumes."""
+
+    medium: Literal["Memory", "Disk"] = "Memory"
+    """Memory (tmpfs, counted against the container's memory limit) or Disk (the node's)."""
+
+
 _UNDER_A_MINUTE = "'^(0+[smhdw])*(0*[0-5]?[0-9]s)?$'"
 
 
@@ -343,6 +372,9 @@ class RunnerSettings(CRModel):
 
     fs_group: int | None = Field(default=65532, ge=1)
     """Group owning mounted volumes (lets the runner read Secret files and PVCs)."""
+
+    scratch: Scratch = Field(default_factory=Scratch)
+    """The scratch volume at /tmp."""
 
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels on runner Pods (e.g. for NetworkPolicies)."""

@@ -175,6 +175,10 @@ class RestoreRunConfig(RunnerModel):
     swap_suffix: str | None = None
     """Suffix of the databases kept aside (<db>__pre_restore_<suffix>), for finalize/rollback."""
 
+    journal: str | None = None
+    """Secret (in ``namespace``) holding the undo journal of an in-place restore: what its KV
+    writes and config applies replaced, written before them, read by the rollback step."""
+
     vault: VaultSettings | None = None
     vault_method: Literal["KV", "RaftSnapshot"] = "KV"
     overwrite_existing: bool = False
@@ -190,6 +194,10 @@ class RestoreRunConfig(RunnerModel):
     that no filesystem store claims."""
 
     filesystem_key_stores: list[FilesystemKeyStore] = Field(default_factory=list)
-    """Filesystem engines and the volume of the set holding each one's keys."""
+    """Filesystem and PKCS#11 (SoftHSM) engines and the volume of the set holding each one's
+    keys."""
+
+    aws_kms_key_store_engine: str | None = None
+    """The kms engine whose keys are in AWS KMS: checked against the set's awsKms metadata."""
 
     dry_run: bool = False

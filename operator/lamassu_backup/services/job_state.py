@@ -88,3 +88,37 @@ def _termination(
             except ValidationError:
                 return None, message[-1000:]
     return None, None
+
+
+def ended_pod_state(kube: KubeApi, job: dict[str, Any]) -> JobState | None:
+    """The outcome of a Job without retries whose runner has reported and exited, read from its
+    Pod before the Job controller marks the Job (it batches Pod updates: a second or more).
+
+    Only for ``backoffLimit: 0`` (no second Pod can follow) and only when the runner wrote its
+    result: anything else (an eviction, a deadline, a Pod killed before it reported) is left to
+    the Job's own conditions, which say why. None: not ended, or not this case.
+    """
+    spec = job.get("spec") or {}
+    if spec.get("backoffLimit") != 0:
+        return None
+    meta = job["metadata"]
+    for pod in kube.job_pods(meta["namespace"], meta["name"]):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if not terminated:
+                continue
+            try:
+                result = RunnerResult.model_validate_json(str(terminated.get("message") or ""))
+            except ValidationError:
+                return None
+            started = parse_time((job.get("status") or {}).get("startTime"))
+            ended = parse_time(terminated.get("finishedAt"))
+            if terminated.get("exitCode") == 0 and result.ok:
+                return JobState(True, True, None, None, result, started, ended)
+            if terminated.get("exitCode") != 0 and not result.ok:
+                message = result.error or f"the runner exited with code {terminated['exitCode']}"
+                return JobState(
+                    True, False, result.reason or "JobFailed", message, result, started, ended
+                )
+            return None
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..builders.restore_plan import ACTIVE_PHASES
+from ..builders.restore_plan import holds_namespace
 from ..clients.kube import KubeApi
 from ..models.restore import RestorePhase
 
@@ -20,11 +20,11 @@ def _restores(kube: KubeApi, namespace: str) -> list[dict[str, Any]]:
 
 
 def pause_reason(kube: KubeApi, namespace: str) -> str | None:
-    """Why backups of ``namespace`` are paused now (None: they are not)."""
-    active = {p.value for p in ACTIVE_PHASES}
+    """Why backups of ``namespace`` are paused now (None: they are not). Drills pause nothing:
+    they write scratch targets only, and a scheduled drill must not stop the backups."""
     for body in sorted(_restores(kube, namespace), key=lambda b: b["metadata"]["name"]):
         status = body.get("status") or {}
-        if status.get("phase") in active:
+        if holds_namespace((body.get("spec") or {}).get("mode"), status.get("phase")):
             return (
                 f"LamassuRestore {body['metadata']['name']} is restoring this namespace "
                 f"(phase {status['phase']}); backups resume when it ends"

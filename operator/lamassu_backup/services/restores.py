@@ -21,7 +21,13 @@ from typing import Any
 
 from ..builders import jobs, layout
 from ..builders import restore_plan as rp
-from ..builders.restore_jobs import RestoreSource, restore_job
+from ..builders.restore_jobs import (
+    RESTORE_ACCOUNT,
+    RUNNER_ACCOUNT,
+    RestoreSource,
+    account_namespaces,
+    restore_job,
+)
 from ..clients.kube import KubeApi
 from ..clients.workloads import WorkloadApi, http_status
 from ..components.base import Step
@@ -43,7 +49,7 @@ from ..models.restore import (
 )
 from ..models.restore import Step as StepRecord
 from .common import Event, OnObject, Settings, iso, parse_time, ref
-from .job_state import JobState, job_state
+from .job_state import JobState, ended_pod_state, job_state
 from .resources import (
     Invalid,
     Restore,
@@ -57,6 +63,12 @@ from .resources import (
 PROGRESSING = "Progressing"
 COMPLETED = "Completed"
 _ACTIVE_REQUEUE = 2.0
+_WORKLOAD_POLL = 0.5
+"""How often Pods stopping or starting, and a young runner Job's Pod, are looked at: a GET or
+a LIST each, and each poll saved is downtime saved (the restore's loop honours these delays)."""
+_JOB_FAST_POLL_FOR = 120.0
+"""For this long after a runner Job is created its Pod is polled every _WORKLOAD_POLL; later
+every _ACTIVE_REQUEUE (a long restore gains little from faster looks)."""
 _MAX_TRANSITIONS = 12
 
 
@@ -297,6 +309,8 @@ class RestoreService:
         if following in rp.DONE:
             self._end(ctx, ctx.status.outcome or following, ctx.status.reason, ctx.status.message)
             return
+        if ctx.spec.mode == RestoreMode.DRILL and following == RestorePhase.RESTORING:
+            next_message = next_message or _DRILL_RESTORING
         self._begin(ctx, following, next_message or _BEGIN.get(following, following.value))
 
     def _note(self, ctx: _Ctx, message: str) -> None:
@@ -379,6 +393,10 @@ class RestoreService:
                 "(nothing was changed)",
             )
         self._check_secrets(ctx)
+        if not rp.plan_job_needed(ctx.spec):
+            # A drill: its own Job verifies the whole set before restoring into scratch.
+            self._acquire(ctx)
+            return
         state = self._job(ctx, "plan", self._components(ctx))
         if not state.ok:
             raise _Fail(
@@ -494,14 +512,18 @@ class RestoreService:
                     phase=str((b.get("status") or {}).get("phase") or "Pending"),
                     created=parse_time(b["metadata"].get("creationTimestamp")),
                     dry_run=bool((b.get("spec") or {}).get("dryRun")),
+                    drill=((b.get("spec") or {}).get("mode") or RestoreMode.DRILL.value)
+                    == RestoreMode.DRILL.value,
                 )
                 for b in self.kube.list_custom("LamassuRestore", ctx.namespace)
             ]
+            drill = ctx.spec.mode == RestoreMode.DRILL
             me = rp.RestoreRef(
                 ctx.name,
                 ctx.status.phase.value,
                 parse_time(ctx.restore.creation_timestamp),
                 ctx.spec.dry_run,
+                drill,
             )
             blocker = rp.blocking_restore(me, others)
             if blocker is not None:
@@ -518,8 +540,11 @@ class RestoreService:
             # Entering PausingBackups is what takes the namespace: saved under the lock.
             self._done(
                 ctx,
-                f"the set verified ({len(ctx.status.plan)} plan item(s)); this restore holds "
-                "the namespace now",
+                "the set resolved; the drill verifies it first, into scratch targets (it holds "
+                "nothing: backups and restores go on)"
+                if drill
+                else f"the set verified ({len(ctx.status.plan)} plan item(s)); this restore "
+                "holds the namespace now",
             )
             self._save(ctx)
 
@@ -570,7 +595,7 @@ class RestoreService:
         assert status is not None
         phase = status.phase.value
         if phase in ("Pending", "Running"):
-            raise _Wait(3.0, f"waiting for the pre-restore backup {name} ({phase})")
+            raise _Wait(1.0, f"waiting for the pre-restore backup {name} ({phase})")
         if phase != "Completed":
             why = next((c.message for c in status.conditions if c.type == "Completed"), phase)
             raise _Fail(
@@ -612,31 +637,34 @@ class RestoreService:
             self._save(ctx)
         timeout = ctx.spec.workloads.timeout if ctx.spec.workloads else timedelta(minutes=5)
         started = step.started_at if step and step.started_at else ctx.now
-        for recorded in ctx.status.scaled_workloads:
-            obj = self.workloads.get(recorded.kind, ctx.namespace, recorded.name)
-            if obj is None:
-                continue
-            w = _workload(obj)
-            if w.replicas != 0:
-                self.workloads.scale(
-                    w.kind,
-                    ctx.namespace,
-                    w.name,
-                    0,
-                    {
-                        rp.REPLICAS_ANNOTATION: str(recorded.replicas),
-                        rp.SCALED_BY_ANNOTATION: ctx.name,
-                    },
-                )
-                ctx.event("Normal", "ScaledDown", f"{w.kind} {w.name}: {recorded.replicas} -> 0")
-            if w.running > 0 or w.replicas != 0:
+        recorded = {(w.kind, w.name): w.replicas for w in ctx.status.scaled_workloads}
+        live = [
+            _workload(obj)
+            for w in ctx.status.scaled_workloads
+            if (obj := self.workloads.get(w.kind, ctx.namespace, w.name)) is not None
+        ]
+        # One group at a time (API services, StatefulSets, kms), all of a group at once.
+        for group in rp.stop_groups(live):
+            for w in group:
+                if w.replicas != 0:
+                    replicas = recorded[(w.kind, w.name)]
+                    self.workloads.scale(
+                        w.kind,
+                        ctx.namespace,
+                        w.name,
+                        0,
+                        {rp.REPLICAS_ANNOTATION: str(replicas), rp.SCALED_BY_ANNOTATION: ctx.name},
+                    )
+                    ctx.event("Normal", "ScaledDown", f"{w.kind} {w.name}: {replicas} -> 0")
+            running = [w for w in group if w.running > 0 or w.replicas != 0]
+            if running:
+                which = ", ".join(f"{w.kind} {w.name} ({w.running} Pod(s))" for w in running)
                 if ctx.now - started > timeout:
                     raise _Fail(
                         "WorkloadsDidNotStop",
-                        f"{w.kind} {w.name} still runs {w.running} Pod(s) after "
-                        f"spec.workloads.timeout; nothing was restored",
+                        f"{which} still running after spec.workloads.timeout; nothing was restored",
                     )
-                raise _Wait(1.0, f"waiting for {w.kind} {w.name} to stop ({w.running} Pod(s))")
+                raise _Wait(_WORKLOAD_POLL, f"waiting for {which} to stop")
         names = ", ".join(f"{w.kind}/{w.name}" for w in ctx.status.scaled_workloads) or "none"
         self._done(ctx, f"stopped: {names}")
 
@@ -673,7 +701,7 @@ class RestoreService:
     def _scaling_up(self, ctx: _Ctx) -> None:
         waiting = self._scale_back(ctx)
         if waiting is not None:
-            raise _Wait(1.0, f"waiting for {waiting} to start")
+            raise _Wait(_WORKLOAD_POLL, f"waiting for {waiting} to start")
         names = ", ".join(f"{w.kind}/{w.name}={w.replicas}" for w in ctx.status.scaled_workloads)
         self._done(ctx, f"back to their replicas: {names or 'none'}")
 
@@ -719,7 +747,9 @@ class RestoreService:
             # Health checks need the workloads: they come back first (ScalingUp then confirms).
             waiting = self._scale_back(ctx) if ctx.status.scaled_workloads else None
             if waiting is not None:
-                raise _Wait(1.0, f"waiting for {waiting} to start before the health checks")
+                raise _Wait(
+                    _WORKLOAD_POLL, f"waiting for {waiting} to start before the health checks"
+                )
             results = []
             failing = []
             for url in checks:
@@ -756,7 +786,8 @@ class RestoreService:
                 f"rolled back ({', '.join(map(str, rolled)) or 'nothing to swap back'}): "
                 f"{ctx.status.message}"
             )
-            for component in ("postgres",):
+            undone = {"postgres", *(str(r).split(":", 1)[0] for r in rolled)}
+            for component in sorted(undone):
                 if component in ctx.status.components:
                     ctx.status.components[component] = "RolledBack"
         ctx.status.swap_suffix = None if state.ok else ctx.status.swap_suffix
@@ -850,8 +881,12 @@ class RestoreService:
             except ValueError as exc:
                 raise _Fail("InvalidSpec", str(exc)) from None
             account = manifest["spec"]["template"]["spec"].get("serviceAccountName")
-            if account == "lamassu-backup-runner":
+            if account == RUNNER_ACCOUNT:
                 self.kube.ensure_runner_account(ctx.namespace, account)
+            elif account == RESTORE_ACCOUNT:
+                self.kube.ensure_restore_account(
+                    ctx.namespace, account, account_namespaces(ctx.spec, ctx.namespace)
+                )
             self.kube.create_job(manifest)
             # Recorded once it exists: a step whose recorded Job is gone was deleted, while an
             # operator killed between the two finds the Job by its name and adopts it.
@@ -864,7 +899,14 @@ class RestoreService:
         self._record_job(ctx, current if record else None, name)
         state = job_state(self.kube, job)
         if not state.done:
-            raise _Wait(2.0)
+            # The runner's result from its Pod as soon as it exits: the Job controller marks
+            # the Job done only after its batching period (a second or more, per Job).
+            early = ended_pod_state(self.kube, job)
+            if early is None:
+                created = parse_time(job["metadata"].get("creationTimestamp")) or ctx.now
+                young = ctx.now - created < timedelta(seconds=_JOB_FAST_POLL_FOR)
+                raise _Wait(_WORKLOAD_POLL if young else _ACTIVE_REQUEUE)
+            state = early
         return state
 
 
@@ -877,6 +919,10 @@ _BEGIN = {
     RestorePhase.VALIDATING: "validating: row counts, goose versions, key consistency, health checks",
     RestorePhase.SCALING_UP: "scaling the workloads back to their replicas (kms first)",
 }
+_DRILL_RESTORING = (
+    "running the drill: verify the whole set (signature, both checksums), restore it into "
+    "scratch targets, check it, tear them down"
+)
 _END = {
     RestorePhase.COMPLETED: "the restore completed",
     RestorePhase.PLANNED: "dry run: the plan is in status.plan; nothing was changed",
@@ -890,7 +936,9 @@ def _workload(obj: dict[str, Any]) -> rp.Workload:
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     replicas = spec.get("replicas")
-    running = int(status.get("replicas") or 0)
+    # Terminating Pods still run (and may still write): a Deployment reports them apart
+    # (status.terminatingReplicas, Kubernetes 1.35), so they count as running until gone.
+    running = int(status.get("replicas") or 0) + int(status.get("terminatingReplicas") or 0)
     observed = status.get("observedGeneration")
     if observed is not None and int(observed) < int(meta.get("generation") or 0):
         running = max(running, 1)  # the controller has not acted on the last change yet

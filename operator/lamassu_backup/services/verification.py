@@ -1,10 +1,12 @@
 """Verification: scheduled drills of a policy's newest set, and the evidence they leave.
 
 The one service for all of it. On the policy's side (its tick asks): start the drill of a due
-verification tick, and the policy's Verified condition from the newest drill results. On the
-run's side (its reconcile asks): follow a drill Job to its evidence, and the run's Verified
-condition. It writes a LamassuBackup's ``status.verification`` (the drill it started); the
-policy service writes no LamassuBackup status.
+verification tick, as a ``LamassuRestore`` with mode Drill (the restore controller runs it, with
+every rail a drill has: scratch targets, teardown also on failure, evidence in its status), and
+the policy's Verified condition from the newest drill results. On the run's side (its reconcile
+asks): follow that drill to its evidence, and the run's Verified condition. It writes a
+LamassuBackup's ``status.verification`` (the drill it started); the policy service writes no
+LamassuBackup status.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from ..errors import LamassuBackupError
 from ..models.backup import BackupPhase, VerificationPhase
 from ..models.common import ConditionStatus
 from ..models.resources import LamassuBackup
+from ..models.restore import RestoreStatus
 from ..models.types import format_duration
 from . import metrics, resources
-from .common import Event, RunOutcome, iso, ref, set_time_of
+from .common import Event, RunOutcome, iso, ref
 from .job_state import job_state
+from .resources import read_restore
 from .tick import Tick
 
 # -- the policy's side -------------------------------------------------------------------------
@@ -114,8 +118,9 @@ def _drill_schedule(kube: KubeApi, t: Tick) -> None:
 
 
 def _start(kube: KubeApi, t: Tick, tick: datetime) -> list[tuple[str, str, str]]:
-    """A drill Job for the newest completed set; returns (type, reason, message) for the policy's
-    Events. The run's status says the drill is Running, so its own reconcile then follows it."""
+    """A Drill LamassuRestore of the newest completed set; returns (type, reason, message) for
+    the policy's Events. The run's status names the drill (Running), so its own reconcile then
+    follows it to its outcome."""
     candidates = sorted(
         (r for r in t.runs if r.phase == BackupPhase.COMPLETED.value and r.completed_at),
         key=lambda r: r.completed_at or t.now,
@@ -130,82 +135,97 @@ def _start(kube: KubeApi, t: Tick, tick: datetime) -> list[tuple[str, str, str]]
         c for c, phase in target.components.items() if phase == BackupPhase.COMPLETED.value
     ]
     owner = jobs.Owner(backup.api_version, backup.kind, backup.name, backup.uid)
-    job = jobs.verify_job(
+    body = jobs.drill_restore(
         t.spec,
         namespace=t.namespace,
         policy_name=t.name,
         backup_name=target.name,
-        set_time=set_time_of(backup),
         components=components,
         tick=layout.set_time(tick),
         owner=owner,
     )
-    if job is None:
+    if body is None:
         return []
     try:
-        kube.create_job(job)
+        drill, created = kube.create_custom("LamassuRestore", t.namespace, body)
     except LamassuBackupError as exc:
-        return [("Warning", "VerificationFailed", f"could not start the drill Job: {exc.message}")]
+        return [("Warning", "VerificationFailed", f"could not start the drill: {exc.message}")]
+    name = str(drill["metadata"]["name"])
+    # A tick fired again after a restart finds its drill: the set it drills is the one to mark.
+    drilled = str(((drill.get("spec") or {}).get("backupRef") or {}).get("name") or target.name)
+    if not created and _follows(kube, t.namespace, drilled, name):
+        return _prune(kube, t, verifying={drilled})  # recorded before the restart
     kube.patch_status(
         "LamassuBackup",
         t.namespace,
-        target.name,
+        drilled,
         {
             "verification": {
                 "phase": "Running",
-                "jobName": job["metadata"]["name"],
+                "restoreName": name,
+                "jobName": None,
                 "startedAt": iso(t.now),
             }
         },
     )
-    return [
-        (
-            "Normal",
-            "VerificationStarted",
-            f"test-restoring {target.name} into scratch targets ({job['metadata']['name']})",
+    events = _prune(kube, t, verifying={drilled})
+    if created:
+        events.append(
+            (
+                "Normal",
+                "VerificationStarted",
+                f"test-restoring {drilled} into scratch targets (LamassuRestore {name})",
+            )
         )
-    ]
+    return events
+
+
+def _follows(kube: KubeApi, namespace: str, backup: str, drill: str) -> bool:
+    """Whether the set's verification already names this drill (running or recorded)."""
+    found = resources.read_backup(kube, namespace, backup)
+    if not isinstance(found, LamassuBackup) or found.status is None:
+        return False
+    return found.status.verification is not None and (
+        found.status.verification.restore_name == drill
+    )
+
+
+def _prune(kube: KubeApi, t: Tick, verifying: set[str]) -> list[tuple[str, str, str]]:
+    """Delete the policy's finished drills beyond the newest ``spec.recentRunsLimit`` (their
+    evidence is on the sets' status); never one whose outcome is still to be recorded."""
+    selector = f"{jobs.LABEL_SCHEDULED_DRILL}={layout.label_value(t.name)}"
+    try:
+        drills = kube.list_custom("LamassuRestore", t.namespace, selector)
+    except LamassuBackupError:
+        return []  # tried again at the next drill
+    verifying = verifying | {r.name for r in t.runs if r.verification_phase == "Running"}
+    for name in jobs.drills_to_delete(drills, t.spec.recent_runs_limit, verifying):
+        try:
+            kube.delete_custom("LamassuRestore", t.namespace, name)
+        except LamassuBackupError as exc:
+            return [("Warning", "VerificationCleanupFailed", exc.message)]
+    return []
 
 
 # -- the run's side ----------------------------------------------------------------------------
 
+_OVER = {"Completed", "Failed", "RolledBack", "Planned"}
+
 
 def track(kube: KubeApi, backup: LamassuBackup, now: datetime) -> RunOutcome:
-    """Follow a run's drill Job; when it ends, record the evidence and the Verified condition."""
+    """Follow a run's drill; when it ends, record the evidence and the Verified condition."""
     status = backup.status
     assert status is not None
     assert status.verification is not None
     verification = status.verification
-    namespace = backup.namespace
-    job_name = verification.job_name or ""
-    job = kube.get_job(namespace, job_name)
-    policy_name = backup.spec.policy_ref.name
-    update: dict[str, Any]
-    if job is None:
-        update = {
-            "phase": VerificationPhase.FAILED.value,
-            "message": f"the verification Job {job_name} was deleted before it finished",
-        }
+    if verification.restore_name is None:
+        update = _track_job(kube, backup, now)
     else:
-        state = job_state(kube, job)
-        if not state.done:
-            return RunOutcome()
-        evidence = state.result.evidence if state.result else {}
-        if state.ok and state.result is not None and state.result.ok:
-            update = {
-                "phase": VerificationPhase.VERIFIED.value,
-                "verifiedAt": iso(now),
-                "message": evidence_summary(evidence),
-                "evidence": evidence,
-            }
-        else:
-            update = {
-                "phase": VerificationPhase.FAILED.value,
-                "message": state.message
-                or (state.result.error if state.result else None)
-                or "the drill failed",
-                "evidence": evidence,
-            }
+        update = _track_restore(kube, backup, verification.restore_name, now)
+    if update is None:
+        return RunOutcome()
+    namespace = backup.namespace
+    policy_name = backup.spec.policy_ref.name
     merged = {**verification.to_api(), **update}
     verified = merged["phase"] == VerificationPhase.VERIFIED.value
     metrics.VERIFICATIONS.labels(namespace, policy_name, merged["phase"]).inc()
@@ -234,6 +254,68 @@ def track(kube: KubeApi, backup: LamassuBackup, now: datetime) -> RunOutcome:
         succeeded=verified,
         policy=policy_name,
     )
+
+
+def _track_restore(
+    kube: KubeApi, backup: LamassuBackup, name: str, now: datetime
+) -> dict[str, Any] | None:
+    """The drill LamassuRestore's outcome as the run's verification (None: still running)."""
+    drill = read_restore(kube, backup.namespace, name)
+    if drill is None:
+        return {
+            "phase": VerificationPhase.FAILED.value,
+            "message": f"the drill LamassuRestore {name} was deleted before it finished",
+        }
+    status = drill.status or RestoreStatus()
+    if status.phase.value not in _OVER:
+        return None
+    evidence = dict(status.evidence)
+    if status.recovery_time_seconds is not None:
+        evidence.setdefault("recoveryTimeSeconds", status.recovery_time_seconds)
+    if status.phase.value == "Completed":
+        return {
+            "phase": VerificationPhase.VERIFIED.value,
+            "verifiedAt": iso(now),
+            "message": evidence_summary(evidence),
+            "evidence": evidence,
+        }
+    return {
+        "phase": VerificationPhase.FAILED.value,
+        "message": f"{status.message or 'the drill failed'} (LamassuRestore {name})",
+        "evidence": evidence,
+    }
+
+
+def _track_job(kube: KubeApi, backup: LamassuBackup, now: datetime) -> dict[str, Any] | None:
+    """A drill started as a bare Job by an operator before drills were LamassuRestores: its
+    outcome from the Job (None: still running)."""
+    assert backup.status is not None
+    assert backup.status.verification is not None
+    job_name = backup.status.verification.job_name or ""
+    job = kube.get_job(backup.namespace, job_name)
+    if job is None:
+        return {
+            "phase": VerificationPhase.FAILED.value,
+            "message": f"the verification Job {job_name} was deleted before it finished",
+        }
+    state = job_state(kube, job)
+    if not state.done:
+        return None
+    evidence = state.result.evidence if state.result else {}
+    if state.ok and state.result is not None and state.result.ok:
+        return {
+            "phase": VerificationPhase.VERIFIED.value,
+            "verifiedAt": iso(now),
+            "message": evidence_summary(evidence),
+            "evidence": evidence,
+        }
+    return {
+        "phase": VerificationPhase.FAILED.value,
+        "message": state.message
+        or (state.result.error if state.result else None)
+        or "drill failed",
+        "evidence": evidence,
+    }
 
 
 def evidence_summary(evidence: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ...builders import layout
-from ..base import Component, Reference, SecretMounts, aws_refs
+from ..base import Component, Reference, RestoreRequest, SecretMounts, aws_refs
 from .spec import AwsKmsSettings
 
 if TYPE_CHECKING:
@@ -48,6 +48,17 @@ class AwsKms(Component):
     def rpo(self, comps: Components) -> timedelta:
         assert comps.aws_kms is not None
         return comps.aws_kms.recovery_point_objective
+
+    def drilled(self, comps: Components) -> bool:
+        # The scheduled drill reads the metadata when an engine's keys are in AWS KMS: the key
+        # check resolves that engine's keys there (nothing is written anywhere).
+        return comps.aws_kms is not None and comps.aws_kms.key_store_engine is not None
+
+    def restore_settings(self, mounts: SecretMounts, req: RestoreRequest) -> dict[str, Any]:
+        if req.policy is None or req.policy.components.aws_kms is None:
+            return {}
+        engine = req.policy.components.aws_kms.key_store_engine
+        return {"aws_kms_key_store_engine": engine} if engine else {}
 
 
 COMPONENT = AwsKms()

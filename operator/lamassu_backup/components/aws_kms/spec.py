@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field
 
 from ...models.base import CRModel, RunnerModel
-from ...models.common import AwsCredentialsSecretRef
+from ...models.common import ENGINE_ID_MAX, AwsCredentialsSecretRef
 from ...models.types import Duration
 
 
@@ -28,6 +28,12 @@ class AwsKmsComponent(CRModel):
 
     recovery_point_objective: Duration = timedelta(days=8)
     """Stale when the last successful metadata backup is older than this."""
+
+    key_store_engine: str | None = Field(default=None, min_length=1, max_length=ENGINE_ID_MAX)
+    """The kms crypto engine of type aws_kms (its id in kms-config, e.g. aws-kms-1) whose keys
+    are in this account and region. A restore or drill then checks each of that engine's CA
+    keys against the metadata in the set, offline: the alias ``alias/<key id>`` exists and its
+    key is neither pending deletion nor disabled."""
 
 
 class AwsKmsSettings(RunnerModel):

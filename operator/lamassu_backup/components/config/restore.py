@@ -6,6 +6,11 @@ ConfigMaps carry credentials in plain text), and is the dry run's output. Applyi
 server-side apply with the field manager ``lamassu-backup``, forcing conflicts: the archived
 values win for the keys they hold. Keys present live but not in the archive are kept (apply only
 claims the fields it sends), and the plan says so.
+
+Undo: before applying, each object it will change is recorded in the run's undo journal as it
+was (a Secret of the restore's namespace: the previous object holds Secret data); an undo within
+the run, or the ``rollback`` step from the journal, puts each one back exactly (keys the restore
+added go too) and deletes those the restore created.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ...errors import ConfigurationError, IntegrityError
+from ...errors import ConfigurationError, IntegrityError, LamassuBackupError
 from ...models.runner import ArtifactRecord
 from ...runner.restore.hooks import BaseHooks, PlanItem, Purpose
 
@@ -138,6 +143,26 @@ def apply_body(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     return body
 
 
+def previous_body(live: Mapping[str, Any]) -> dict[str, Any]:
+    """What putting a live object back means: its identity, labels, annotations, type and data."""
+    kind = live.get("kind") or ("Secret" if "type" in live else "ConfigMap")
+    meta = live.get("metadata") or {}
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            **({"labels": meta["labels"]} if meta.get("labels") else {}),
+            **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
+        },
+    }
+    for fld in (*_DATA_FIELDS[kind], "type", "immutable"):
+        if live.get(fld) is not None:
+            body[fld] = live[fld]
+    return body
+
+
 class ConfigHooks(BaseHooks):
     """Config in a restore: planned against the live namespace, applied after the databases; in
     a drill, the apply is validated by the apiserver (dry run)."""
@@ -151,6 +176,10 @@ class ConfigHooks(BaseHooks):
         self.changes: list[ConfigChange] | None = None
         self.writer: ConfigWriter | None = None
         self.namespace = ""
+        self.live: dict[tuple[str, str], dict[str, Any] | None] = {}
+        """The live objects the plan was made against (what an undo puts back)."""
+        self.undo_entries: list[dict[str, Any]] = []
+        """What this run's applies replaced: kind, name, namespace, previous object (or None)."""
 
     def select(self, artifacts: list[ArtifactRecord]) -> None:
         archive = next((a for a in artifacts if a.kind == "config-archive"), None)
@@ -182,6 +211,7 @@ class ConfigHooks(BaseHooks):
             )
             for o in objects
         }
+        self.live = live
         return plan_changes(objects, live), writer, namespace
 
     # -- before anything live changes ------------------------------------------------------------
@@ -241,9 +271,20 @@ class ConfigHooks(BaseHooks):
             return
         with self.run.phase(NAME, NAME):
             by_name = {(o["kind"], o["metadata"]["name"]): o for o in self.objects}
-            for change in self.changes:
-                if change.action == "unchanged":
-                    continue
+            todo = [c for c in self.changes if c.action != "unchanged"]
+            for change in todo:
+                live = self.live.get((change.kind, change.name))
+                self.undo_entries.append(
+                    {
+                        "kind": change.kind,
+                        "name": change.name,
+                        "namespace": self.namespace,
+                        "previous": previous_body(live) if live is not None else None,
+                    }
+                )
+            if todo:
+                self.run.journal.record(NAME, self.undo_entries)  # before the first apply
+            for change in todo:
                 body = apply_body(by_name[(change.kind, change.name)], self.namespace)
                 self.writer.apply(body, field_manager=FIELD_MANAGER)
                 self.run.changed.append(f"{NAME}:{change.kind}/{change.name}")
@@ -252,6 +293,49 @@ class ConfigHooks(BaseHooks):
                 for action in ("create", "update", "unchanged")
             }
             self.run.result.components[NAME] = "Completed"
+
+    def undo(self, suffix: str) -> str | None:
+        """A later step failed (or this one half way): put back what the applies replaced."""
+        if not self.undo_entries or self.writer is None:
+            return None
+        names = self._put_back(self.writer, self.undo_entries)
+        self.undo_entries = []
+        return f"the config was put back ({len(names)} object(s))" if names else None
+
+    def _put_back(self, writer: ConfigWriter, entries: list[dict[str, Any]]) -> list[str]:
+        """Each object as it was, newest first; the created ones deleted."""
+        done: list[str] = []
+        with self.run.phase("configUndo", NAME):
+            for entry in reversed(entries):
+                what = f"{entry['kind']}/{entry['name']}"
+                if f"{NAME}:{what}" not in self.run.changed:
+                    continue  # never applied (the run stopped before it)
+                try:
+                    if entry.get("previous") is None:
+                        writer.delete(entry["kind"], entry["namespace"], entry["name"])
+                    else:
+                        writer.replace(dict(entry["previous"]))
+                except LamassuBackupError as exc:
+                    raise LamassuBackupError(
+                        f"putting {entry['kind']} {entry['namespace']}/{entry['name']} back "
+                        f"failed: {exc.message}",
+                        reason="ConfigUndoFailed",
+                    ) from None
+                self.run.changed.remove(f"{NAME}:{what}")
+                done.append(f"{NAME}:{what}")
+        return done
+
+    def rollback(self, suffix: str) -> list[str]:
+        """The rollback step: put back what the restore's applies replaced (from the journal)."""
+        entries = self.run.journal.get(NAME)
+        if not entries:
+            return []
+        from ...clients.kube import ConfigWriter, load_config
+
+        writer = ConfigWriter(load_config(os.environ.get("LAMASSU_KUBECONFIG")))
+        for entry in entries:
+            self.run.changed.append(f"{NAME}:{entry['kind']}/{entry['name']}")
+        return self._put_back(writer, list(entries))
 
 
 HOOKS: HooksFactory = ConfigHooks

@@ -4,7 +4,7 @@ from its own exported snapshot, so every artifact is consistent and they dump in
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 from ...clients import postgres as pg
@@ -14,6 +14,10 @@ from ...runner.stream.pipeline import ProcessSource
 from . import plan
 from .compression import compression_label, compressor_argv
 from .spec import CompressionAlgorithm, DatabaseLayout, PostgresSettings
+
+# How long an interrupted run waits for its workers: their processes are killed, so they end in
+# well under a second; the bound keeps a hung store from holding the runner past its grace period.
+WORKERS_STOP_SECONDS = 10.0
 
 if TYPE_CHECKING:
     from ...runner.backup.run import BackupRun
@@ -45,8 +49,19 @@ def backup(run: BackupRun) -> ComponentOutcome:
     _ = run.keyring  # import the recipients once, before the workers share the keyring
     # A few databases at a time: the small ones finish while the big one streams, and each
     # pipeline is already several processes, so more than two buys nothing on small nodes.
-    with ThreadPoolExecutor(max_workers=max(1, settings.parallel), thread_name_prefix="pg") as pool:
-        futures = [pool.submit(dump, database, schema) for database, schema in targets]
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.parallel), thread_name_prefix="pg")
+    futures = [pool.submit(dump, database, schema) for database, schema in targets]
+    try:
+        wait(futures)  # a SIGTERM raises here, in the main thread
+    except BaseException:
+        # The run's cancel kills every worker's pipeline (pg_dump, compressor, gpg), so each
+        # aborts its upload and returns; wait for them so that what they stored is known (and
+        # removed) before the runner reports, and queued databases never start.
+        run.cancel.cancel()
+        wait(futures, timeout=WORKERS_STOP_SECONDS)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     artifacts = [f.result() for f in futures]  # raises the first database's failure
     return ComponentOutcome(
         component="postgres",

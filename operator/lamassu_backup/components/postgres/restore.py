@@ -52,6 +52,25 @@ RESTORING = "__restoring"
 PRE_RESTORE = "__pre_restore_"
 ROLLED_BACK = "__rolled_back_"
 DRILL = "__drill_"
+DISCARD_PATIENCE = 60.0
+"""Seconds a failed restore keeps trying to drop its scratch databases on an unreachable server."""
+_UNREACHABLE = (
+    "could not connect",
+    "connection lost",
+    "connection refused",
+    "server closed the connection",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "no connection to the server",
+)
+
+
+def _unreachable(message: str) -> bool:
+    """Whether a PostgreSQL error says the server is (for now) out of reach, not that it refused."""
+    lowered = message.lower()
+    return any(text in lowered for text in _UNREACHABLE)
 
 
 @dataclass
@@ -405,16 +424,27 @@ class PostgresRestore:
             spool.unlink(missing_ok=True)
         return head_file, stats
 
-    def discard(self) -> list[str]:
-        """Drop every scratch database this run created; returns what could not be dropped."""
+    def discard(self, patience: float = DISCARD_PATIENCE) -> list[str]:
+        """Drop every scratch database this run created; returns what could not be dropped.
+
+        A server that restarted (the likeliest reason the restore failed) refuses connections
+        for a while: keep trying for ``patience`` seconds rather than leave an orphaned
+        ``__restoring`` copy behind (a retried Job would drop it, a failed restore is not
+        retried)."""
         left: list[str] = []
+        deadline = time.monotonic() + patience
         for name in list(self.created):
-            try:
-                with self._lock:
-                    pg.drop_database(self.admin, name, self.version)
-                self.created.remove(name)
-            except LamassuBackupError:
-                left.append(name)
+            while True:
+                try:
+                    with self._lock:
+                        pg.drop_database(self.admin, name, self.version)
+                    self.created.remove(name)
+                except LamassuBackupError as exc:
+                    if _unreachable(exc.message) and time.monotonic() < deadline:
+                        time.sleep(1)
+                        continue
+                    left.append(name)
+                break
         return left
 
     # -- swap ----------------------------------------------------------------------------------
@@ -491,6 +521,36 @@ def finalize(conn: pg.PgConnection, databases: list[str], suffix: str) -> list[s
     return dropped
 
 
+LOCK_CLASS = "lamassu-backup in-place restore"
+"""The first key of the advisory locks an in-place restore holds on each database it replaces."""
+
+
+def lock_databases(conn: pg.PgConnection, databases: list[str]) -> pg.Session:
+    """Take a session-level advisory lock per database, or refuse: two in-place restores of
+    the same database would share its ``__restoring`` scratch copy (each dropping the other's,
+    one swapping in what the other half restored). The session holds the locks until it ends
+    (the run's end, or its process killed), so a re-run after a crash is never locked out."""
+    session = pg.Session(conn, "postgres")
+    names = ", ".join("'" + d.replace("'", "''") + "'" for d in databases)  # SQL literals
+    try:
+        rows = session.run(
+            f"SELECT d FROM unnest(ARRAY[{names}]::text[]) d "  # noqa: S608 - quoted literals
+            f"WHERE NOT pg_try_advisory_lock(hashtext('{LOCK_CLASS}'), hashtext(d))"
+        )
+    except BaseException:
+        session.close()
+        raise
+    if rows:
+        session.close()
+        busy = ", ".join(r[0] for r in rows)
+        raise LamassuBackupError(
+            f"another in-place restore is restoring database(s) {busy} on "
+            f"{conn.host}:{conn.port} now; nothing was changed: retry once it has ended",
+            reason="RestoreInProgress",
+        )
+    return session
+
+
 def require_whole_databases(conn: pg.PgConnection, targets: list[PgTarget]) -> None:
     """An in-place swap replaces whole databases: refuse when the live one holds schemas the
     restore does not bring back (a partial restore of the one-database layout)."""
@@ -519,6 +579,8 @@ class PostgresHooks(BaseHooks):
     def __init__(self, run: RestoreRun) -> None:
         super().__init__(run)
         self.pgr: PostgresRestore | None = None
+        self.lock: pg.Session | None = None
+        """Holds the in-place restore's advisory locks until the run ends."""
 
     def conn(self) -> pg.PgConnection:
         """The target PostgreSQL server."""
@@ -600,6 +662,7 @@ class PostgresHooks(BaseHooks):
         self.pgr = self._restorer(copy_props=True)
         # Every database into <db>__restoring, verified; refuses what the swap cannot do.
         targets = plan_targets(self.artifacts, lambda d: f"{d}{RESTORING}")
+        self.lock = lock_databases(self.pgr.conn, [t.database for t in targets])
         require_whole_databases(self.pgr.conn, targets)
         for target in targets:
             check_name(f"{target.database}{PRE_RESTORE}{suffix}")
@@ -676,6 +739,9 @@ class PostgresHooks(BaseHooks):
     def close(self) -> None:
         if self.pgr is not None:
             self.pgr.close()
+        if self.lock is not None:
+            self.lock.close()  # ends the session: its advisory locks go with it
+            self.lock = None
 
     # -- drill -------------------------------------------------------------------------------------
 

@@ -12,6 +12,15 @@ was accepted; OpenBao applies it asynchronously seconds later. So a canary secre
 before the restore, and the restore counts as applied when the canary is gone (the state went
 back to before it) and every KV export in the set reads back equal from the live mounts.
 
+Undo: before a mount's writes, what each path to be written held is recorded: in memory its
+data (an undo within the run writes it back), and in the run's undo journal only its version
+numbers (the ``rollback`` step, another Job, reads the previous version back from Vault's own
+history: no key leaves Vault). A path that did not exist is deleted again (metadata and all), one
+whose latest version was deleted gets the restore's version deleted, a mount the restore created
+is unmounted. A path written again by someone since is left alone and reported. The token needs
+``delete`` on ``<mount>/metadata/*`` (and ``<mount>/data/*``) for that. The values are never
+logged or reported.
+
 Drills write the exports into scratch mounts (``<mount>-drill-<id>``) and read them back; they
 are unmounted afterwards whatever happens. The token needs, besides the backup policy::
 
@@ -48,23 +57,46 @@ APPLY_TIMEOUT = 120.0
 WRITE_RETRY = 30.0
 
 
-def export_key_ids(export: Mapping[str, Any]) -> set[str]:
-    """Key ids in a KV export document: secrets with a ``key`` field, by the last path segment
-    (Lamassu's Vault engine keeps each private key at ``<mount>/<key id>``, field ``key``)."""
+def export_key_values(export: Mapping[str, Any]) -> dict[str, str]:
+    """Key id -> stored value in a KV export document: secrets with a ``key`` field, by the last
+    path segment (Lamassu's Vault engine keeps each private key at ``<mount>/<key id>``, field
+    ``key`` = base64 of the PKCS#8 PEM)."""
     secrets: Mapping[str, Any] = export.get("secrets") or {}
-    return {
-        path.rstrip("/").rsplit("/", 1)[-1]
-        for path, entry in secrets.items()
-        if isinstance(entry, Mapping) and (entry.get("data") or {}).get("key")
-    }
-
-
-def union_keys(exports: dict[str, dict[str, Any]]) -> set[str]:
-    """Key ids in every export."""
-    out: set[str] = set()
-    for doc in exports.values():
-        out |= export_key_ids(doc)
+    out: dict[str, str] = {}
+    for path, entry in secrets.items():
+        value = (entry.get("data") or {}).get("key") if isinstance(entry, Mapping) else None
+        if value:
+            out[path.rstrip("/").rsplit("/", 1)[-1]] = value if isinstance(value, str) else ""
     return out
+
+
+def export_key_ids(export: Mapping[str, Any]) -> set[str]:
+    """Key ids in a KV export document (see :func:`export_key_values`)."""
+    return set(export_key_values(export))
+
+
+def union_values(exports: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Key id -> stored value in every export."""
+    out: dict[str, str] = {}
+    for doc in exports.values():
+        out.update(export_key_values(doc))
+    return out
+
+
+def _live_values(live: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    return export_key_values({"secrets": {p: {"data": d} for p, d in live.items()}})
+
+
+def key_ids_of(values: Mapping[str, str], source: str) -> KeyIds:
+    """The store as the key check meets it: the key ids, and their private keys (the stored
+    value, base64 of the PEM) for matching each CA's key with its certificate."""
+    held = dict(values)
+
+    def read_key(key_id: str) -> bytes | None:
+        value = held.get(key_id)
+        return value.encode() if value else None
+
+    return KeyIds(frozenset(held), source, read_key=read_key)
 
 
 def parse_export(data: bytes, key: str) -> dict[str, Any]:
@@ -224,6 +256,88 @@ def drill_mount(
     return live
 
 
+@dataclass
+class KvUndo:
+    """What one mount's paths held before the restore wrote them."""
+
+    mount: str
+    mount_created: bool = False
+    versions: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    """path -> (current version before the write, 0: no metadata; its live version or None)."""
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """path -> the data it held (in memory only: never journaled, logged or reported)."""
+
+    def journal(self) -> dict[str, Any]:
+        """The journal's part: paths and version numbers, no data."""
+        return {
+            "mountCreated": self.mount_created,
+            "paths": {p: list(v) for p, v in sorted(self.versions.items())},
+        }
+
+    @classmethod
+    def from_journal(cls, mount: str, doc: Mapping[str, Any]) -> KvUndo:
+        paths = doc.get("paths") or {}
+        return cls(
+            mount=mount,
+            mount_created=bool(doc.get("mountCreated")),
+            versions={
+                str(p): (int(v[0]), None if v[1] is None else int(v[1])) for p, v in paths.items()
+            },
+        )
+
+
+def record_before(client: VaultClient, outcome: KvOutcome) -> KvUndo:
+    """What the paths a KV restore is about to write hold now (its plan: ``outcome``)."""
+    undo = KvUndo(mount=outcome.mount, mount_created=outcome.mount_created)
+    for path in sorted({*outcome.created, *outcome.overwritten}):
+        if outcome.mount_created:
+            undo.versions[path] = (0, None)
+            continue
+        meta = client.kv_version(outcome.mount, path)
+        if meta is None:
+            undo.versions[path] = (0, None)
+            continue
+        current, live = meta
+        undo.versions[path] = (current, current if live else None)
+        if live:
+            data = client.kv_get(outcome.mount, path)
+            if data is not None:
+                undo.previous[path] = data
+    return undo
+
+
+def put_back(client: VaultClient, undo: KvUndo) -> tuple[int, list[str]]:
+    """Put each path back as ``undo`` recorded it; returns (paths put back, paths written again
+    by someone since the restore, left as they are)."""
+    done = 0
+    conflicts: list[str] = []
+    for path, (before, live) in sorted(undo.versions.items()):
+        now = client.kv_version(undo.mount, path)
+        current = now[0] if now is not None else 0
+        if current == before:
+            continue  # never written (the restore stopped before it)
+        if current != before + 1:
+            conflicts.append(path)
+            continue
+        if live is not None:
+            data = undo.previous.get(path)
+            if data is None:
+                data = client.kv_get_version(undo.mount, path, live)
+            if data is None:
+                raise VaultError(
+                    f"KV {undo.mount}/{path}: version {live}, which it held before the "
+                    "restore, is no longer in Vault's history: it cannot be put back",
+                    reason="KvUndoFailed",
+                )
+            client.kv_write(undo.mount, path, data)
+        elif before == 0:
+            client.kv_delete(undo.mount, path)
+        else:
+            client.kv_delete_latest(undo.mount, path)
+        done += 1
+    return done, conflicts
+
+
 CANARY_PREFIX = "lamassu-restore-canary-"
 
 
@@ -334,7 +448,8 @@ def _safe_result(verifier: SnapshotVerifier) -> dict[str, Any] | LamassuBackupEr
 class VaultHooks(BaseHooks):
     """Vault in a restore: first of all (the databases need their keys), KV exports written into
     their mounts or the raft snapshot restored and read back; in a drill, each export into a
-    scratch mount, read back and unmounted. Nothing here can be put back once applied."""
+    scratch mount, read back and unmounted. KV writes are put back on undo and rollback (see the
+    module docstring); a raft snapshot replaces the whole state and cannot be."""
 
     name = NAME
     order = 10
@@ -352,6 +467,8 @@ class VaultHooks(BaseHooks):
         self.scratch_mounts: list[str] = []
         self.drilled: KeyIds | None = None
         self.applied = False
+        self.undos: dict[str, KvUndo] = {}
+        """By mount: what the KV writes of this run replaced."""
         self._client: tuple[VaultClient, Callable[[], None] | None] | None = None
 
     def select(self, artifacts: list[ArtifactRecord]) -> None:
@@ -379,15 +496,14 @@ class VaultHooks(BaseHooks):
         vault = self.run.cfg.vault
         return sorted(self.exports) or (list(vault.kv_mounts) if vault else [])
 
-    def kv_key_ids(self, mounts: list[str]) -> set[str]:
-        """Key ids live in the mounts."""
+    def kv_key_values(self, mounts: list[str]) -> dict[str, str]:
+        """Key id -> stored value, live in the mounts."""
         client, _ = self.client()
-        ids: set[str] = set()
+        values: dict[str, str] = {}
         for mount in mounts:
             if mount_present(client, mount):
-                live = read_mount(client, mount)
-                ids |= export_key_ids({"secrets": {p: {"data": d} for p, d in live.items()}})
-        return ids
+                values.update(_live_values(read_mount(client, mount)))
+        return values
 
     def _read_exports(self) -> dict[str, dict[str, Any]]:
         exports: dict[str, dict[str, Any]] = {}
@@ -483,58 +599,61 @@ class VaultHooks(BaseHooks):
         if not self.exports:
             return None
         if self.run.cfg.vault is None:
-            return KeyIds(
-                frozenset(union_keys(self.exports)),
-                "the set's KV export (no Vault to restore it into)",
+            return key_ids_of(
+                union_values(self.exports), "the set's KV export (no Vault to restore it into)"
             )
         client, _ = self.client()
-        store: set[str] = set()
+        store: dict[str, str] = {}
         with self.run.phase("vault", NAME):
             for mount, doc in self.exports.items():
                 scratch = f"{mount}-drill-{self.run.id}"
                 self.scratch_mounts.append(scratch)
                 live = drill_mount(client, scratch, doc["secrets"])
-                store |= export_key_ids({"secrets": {p: {"data": d} for p, d in live.items()}})
+                store.update(_live_values(live))
                 self.run.evidence.setdefault(NAME, {})[mount] = {
                     "scratchMount": scratch,
                     "secrets": len(live),
                 }
-        return KeyIds(frozenset(store), f"scratch mount(s) {', '.join(self.scratch_mounts)}")
+        return key_ids_of(store, f"scratch mount(s) {', '.join(self.scratch_mounts)}")
 
     # -- key consistency -------------------------------------------------------------------------
 
     def key_ids(self) -> KeyIds | None:
         """The KV side: in a drill the scratch mounts (or the set's export); in place what the
         databases will meet: the set's export and the mounts as restored, the live mounts when
-        Vault is not restored, or after a snapshot without an export, its state once applied."""
+        Vault is not restored, or after a snapshot without an export, its state once applied.
+
+        Restored over live mounts, a key is matched with its CA as the set holds it (a live
+        value that differs is a conflict the KV restore reports and leaves alone)."""
         if self.run.cfg.mode == "Drill":
             return self.drilled
         if self.artifacts and self._raft_method:
             return self._snapshot_key_ids()
         mounts = self.mounts()
         if self.artifacts:
-            store = union_keys(self.exports)
+            store: dict[str, str] = {}
             if self.run.cfg.vault is not None:
-                store |= self.kv_key_ids(mounts)
-            return KeyIds(frozenset(store), f"KV mount(s) {', '.join(mounts)} as restored")
+                store.update(self.kv_key_values(mounts))
+            store.update(union_values(self.exports))
+            return key_ids_of(store, f"KV mount(s) {', '.join(mounts)} as restored")
         if self.run.cfg.vault is not None and mounts:
-            ids = self.kv_key_ids(mounts)
-            return KeyIds(frozenset(ids), f"live KV mount(s) {', '.join(mounts)}")
+            return key_ids_of(self.kv_key_values(mounts), f"live KV mount(s) {', '.join(mounts)}")
         if self.exports:
-            return KeyIds(frozenset(union_keys(self.exports)), "the set's KV export")
+            return key_ids_of(union_values(self.exports), "the set's KV export")
         return None
 
     def _snapshot_key_ids(self) -> KeyIds:
         """A raft snapshot's key ids: its KV export in the set, else (deferred) the mounts once
         the snapshot is applied."""
         if self.exports:
-            ids = union_keys(self.exports)
-            return KeyIds(frozenset(ids), "the set's KV export (the snapshot's data)")
+            return key_ids_of(
+                union_values(self.exports), "the set's KV export (the snapshot's data)"
+            )
         if not self.applied:
             return KeyIds(frozenset(), "", deferred=True)
         mounts = self.mounts()
-        return KeyIds(
-            frozenset(self.kv_key_ids(mounts)),
+        return key_ids_of(
+            self.kv_key_values(mounts),
             f"KV mount(s) {', '.join(mounts)} after the snapshot restore",
         )
 
@@ -572,6 +691,13 @@ class VaultHooks(BaseHooks):
         else:
             ev["method"] = "KV"
             for mount, doc in self.exports.items():
+                planned = kv_restore(
+                    client, mount, doc["secrets"], overwrite=run.cfg.overwrite_existing, apply=False
+                )
+                self.undos[mount] = record_before(client, planned)
+                run.journal.record(NAME, {m: u.journal() for m, u in self.undos.items()})
+                if planned.created or planned.overwritten or planned.mount_created:
+                    run.changed.append(f"{NAME}:{mount}")  # before the first write
                 outcome = kv_restore(
                     client,
                     mount,
@@ -579,8 +705,6 @@ class VaultHooks(BaseHooks):
                     overwrite=run.cfg.overwrite_existing,
                     apply=True,
                 )
-                if outcome.created or outcome.overwritten or outcome.mount_created:
-                    run.changed.append(f"{NAME}:{mount}")
                 ev[mount] = outcome.evidence()
                 if outcome.conflicting:
                     run.warn(
@@ -589,6 +713,72 @@ class VaultHooks(BaseHooks):
                         f"{', '.join(outcome.conflicting[:6])}"
                     )
         run.result.components[NAME] = "Completed"
+
+    def undo(self, suffix: str) -> str | None:
+        """A later component (or the key check) failed: put back what the KV writes replaced."""
+        if not self.undos:
+            return None
+        client, _ = self.client()
+        done, mounts = self._put_back(client, self.undos)
+        return (
+            f"the KV writes were undone ({done} secret(s) in {', '.join(mounts)} as before)"
+            if mounts
+            else None
+        )
+
+    def _put_back(self, client: VaultClient, undos: dict[str, KvUndo]) -> tuple[int, list[str]]:
+        """Put every mount back; raises when a path could not be (it stays in run.changed)."""
+        done = 0
+        conflicts: list[str] = []
+        mounts: list[str] = []
+        with self.run.phase("vaultUndo", NAME):
+            for mount, undo in undos.items():
+                try:
+                    count, left = put_back(client, undo)
+                except LamassuBackupError as exc:
+                    raise LamassuBackupError(
+                        f"putting the KV writes back failed: {exc.message}", reason=exc.reason
+                    ) from None
+                done += count
+                if left:
+                    conflicts += [f"{mount}/{p}" for p in left]
+                    self.run.warn(
+                        f"KV mount {mount}: {len(left)} secret(s) were written again after the "
+                        f"restore and were left as they are: {', '.join(p[:24] for p in left[:6])}"
+                    )
+                    continue
+                if undo.mount_created:
+                    try:
+                        client.disable_mount(mount)
+                    except LamassuBackupError as exc:
+                        self.run.warn(
+                            f"KV mount {mount} was created by the restore and is empty again, "
+                            f"but could not be unmounted: {exc.message}"
+                        )
+                if f"{NAME}:{mount}" in self.run.changed:
+                    self.run.changed.remove(f"{NAME}:{mount}")
+                mounts.append(mount)
+        if conflicts:
+            raise LamassuBackupError(
+                f"{len(conflicts)} KV secret(s) changed since the restore wrote them were not "
+                f"put back (first: {conflicts[0][:40]}): a person must look",
+                reason="KvUndoConflict",
+            )
+        self.undos = {}
+        return done, mounts
+
+    def rollback(self, suffix: str) -> list[str]:
+        """The rollback step: put back what the restore's KV writes replaced (from the journal)."""
+        entry = self.run.journal.get(NAME)
+        if not entry or self.run.cfg.vault is None:
+            return []
+        undos = {m: KvUndo.from_journal(m, doc) for m, doc in dict(entry).items()}
+        for mount in undos:
+            self.run.changed.append(f"{NAME}:{mount}")  # until it is put back
+        client, _ = self.client()
+        done, mounts = self._put_back(client, undos)
+        self.run.evidence.setdefault(NAME, {})["putBack"] = done
+        return [f"{NAME}:{m}" for m in mounts]
 
     def discard(self) -> None:
         if self.snapshot is not None:

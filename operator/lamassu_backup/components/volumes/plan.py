@@ -44,9 +44,15 @@ def claim_mounts(comps: Components, *, read_only: bool) -> PodVolumes:
 
 
 def filesystem_key_stores(comps: Components) -> list[FilesystemKeyStore]:
-    """The filesystem crypto engines whose keys are on one of the policy's volumes."""
+    """The filesystem and PKCS#11 (SoftHSM) crypto engines whose keys are on one of the policy's
+    volumes."""
     return [
-        FilesystemKeyStore(engine=v.key_store_engine, volume=v.name, path=v.key_store_path)
+        FilesystemKeyStore(
+            engine=v.key_store_engine,
+            type=v.key_store_type,
+            volume=v.name,
+            path=v.key_store_path,
+        )
         for v in comps.volumes
         if v.key_store_engine
     ]

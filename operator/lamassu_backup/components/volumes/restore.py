@@ -3,13 +3,16 @@ into a staging directory inside the volume, then swapped in by renames (the live
 aside as ``.lamassu-pre-restore-<suffix>`` until finalize or rollback); in a drill, into a
 scratch directory that is deleted again.
 
-A volume can hold a filesystem crypto engine's keys: the key consistency check reads them where
+A volume can hold a filesystem crypto engine's keys (a PEM file per key id: the key check also
+matches each CA's key with its certificate) or a PKCS#11 engine's SoftHSM token directory (key
+ids from its public key objects, :mod:`.softhsm`): the key consistency check reads them where
 this run restored the volume (staged, or the drill's scratch copy), or live when it does not.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,7 @@ from ...models.runner import ArtifactRecord
 from ...runner.restore.hooks import BaseHooks, PlanItem, Purpose
 from ...runner.restore.keys import KeyStore
 from ...runner.stream.fetch import ProcessSink, exit_text
+from . import softhsm
 
 if TYPE_CHECKING:
     from ...runner.restore.hooks import HooksFactory
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 NAME = "volumes"
 MARK = ".lamassu-"
 """Names inside a volume that belong to the restore, never to the volume's contents."""
+MAX_KEY_FILE = 64 * 1024
+"""A key file larger than this is no PEM private key Lamassu wrote (not read for matching)."""
 
 
 def filesystem_key_ids(directory: Path) -> set[str]:
@@ -43,6 +49,40 @@ def filesystem_key_ids(directory: Path) -> set[str]:
         for p in directory.iterdir()
         if not p.name.startswith(".") and p.is_file() and p.stat().st_size > 0
     }
+
+
+def filesystem_key_reader(directory: Path) -> Callable[[str], bytes | None]:
+    """A filesystem engine's private key (the PEM file) by key id, for matching it with its CA;
+    None for an id that is not a plain file name there."""
+
+    def read(key_id: str) -> bytes | None:
+        if not key_id or "/" in key_id or key_id.startswith("."):
+            return None
+        path = directory / key_id
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_KEY_FILE:
+                return None
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    return read
+
+
+def pkcs11_store(engine: str, directory: Path, where: str) -> KeyStore:
+    """A PKCS#11 engine's SoftHSM token directory as a key store: the key ids of its public key
+    objects, or presence only when its objects cannot be read (the evidence says which)."""
+    found = softhsm.scan(directory)
+    if not found.present:
+        return KeyStore(engine, "pkcs11", frozenset(), f"{where}: no SoftHSM token directory")
+    return KeyStore(
+        engine,
+        "pkcs11",
+        frozenset(found.key_ids) if found.listed else frozenset(),
+        where,
+        listed=found.listed,
+        note=found.note(),
+    )
 
 
 def extract(reader: SetReader, artifact: ArtifactRecord, into: Path) -> int:
@@ -146,7 +186,7 @@ class VolumesHooks(BaseHooks):
     # -- key consistency -------------------------------------------------------------------------
 
     def key_stores(self) -> list[KeyStore]:
-        """Each filesystem engine's key ids, read where its volume was restored."""
+        """Each filesystem or PKCS#11 engine's key ids, read where its volume was restored."""
         return [self._filesystem_store(fs) for fs in self.run.cfg.filesystem_key_stores]
 
     def _filesystem_store(self, fs: FilesystemKeyStore) -> KeyStore:
@@ -166,12 +206,17 @@ class VolumesHooks(BaseHooks):
                 "does not restore: restore the volumes component of the same set"
             )
             return KeyStore(
-                fs.engine, "filesystem", frozenset(), f"volume {fs.volume}: not in the restored set"
+                fs.engine, fs.type, frozenset(), f"volume {fs.volume}: not in the restored set"
             )
         root, where = found
         directory = root / fs.path if fs.path else root
+        where = f"{where}, {fs.path}" if fs.path else where
+        if fs.type == "pkcs11":
+            return pkcs11_store(fs.engine, directory, where)
         ids = frozenset(filesystem_key_ids(directory))
-        return KeyStore(fs.engine, "filesystem", ids, f"{where}, {fs.path}" if fs.path else where)
+        return KeyStore(
+            fs.engine, "filesystem", ids, where, read_key=filesystem_key_reader(directory)
+        )
 
     def needs_key_check(self) -> bool:
         """Whether this run restored a volume that holds a filesystem engine's keys."""

@@ -1,7 +1,10 @@
 """The volumes component's models: PersistentVolumeClaims archived as files (filesystem crypto
-engine keys, SoftHSM tokens), and where a filesystem engine's keys are inside one."""
+engine keys, SoftHSM tokens), and where a filesystem or PKCS#11 (SoftHSM) engine's keys are
+inside one."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -10,6 +13,9 @@ from ...models.common import DNS_LABEL, ENGINE_ID_MAX, OBJECT_NAME
 
 MAX_VOLUMES = 32
 """Volumes per policy: a bound the apiserver needs to cost the key-store uniqueness rule."""
+
+KeyStoreType = Literal["filesystem", "pkcs11"]
+"""The kms-config ``crypto_engines.engines[].type`` of an engine whose keys are on a volume."""
 
 
 def _relative_inside(path: str) -> bool:
@@ -35,6 +41,12 @@ class VolumeSource(CRModel):
             "segment)",
             lambda m: _relative_inside(m.key_store_path),
         ),
+        Rule(
+            "!has(self.keyStoreType) || self.keyStoreType == 'filesystem' || "
+            "has(self.keyStoreEngine)",
+            "keyStoreType needs keyStoreEngine: it says which engine's keys are in the volume",
+            lambda m: m.key_store_type == "filesystem" or m.key_store_engine is not None,
+        ),
     )
 
     name: str = Field(pattern=DNS_LABEL, max_length=63)
@@ -47,14 +59,21 @@ class VolumeSource(CRModel):
     """Only archive this folder of the volume."""
 
     key_store_engine: str | None = Field(default=None, min_length=1, max_length=ENGINE_ID_MAX)
-    """The kms filesystem crypto engine (its id in kms-config, e.g. filesystem-1) whose
-    storage_directory is on this volume. A restore or drill then checks that engine's CA keys
-    against this volume's restored files, and refuses one whose set lacks the volume: without
-    it the keys would be looked for in Vault, or not at all."""
+    """The kms crypto engine (its id in kms-config, e.g. filesystem-1 or pkcs11-1) whose keys
+    are on this volume: a filesystem engine's storage_directory, or a PKCS#11 engine's SoftHSM
+    token directory. A restore or drill then checks that engine's CA keys against this volume's
+    restored files, and refuses one whose set lacks the volume: without it the keys would be
+    looked for in Vault, or not at all."""
+
+    key_store_type: KeyStoreType = "filesystem"
+    """The engine's type in kms-config: ``filesystem`` (a PEM file per key id; each CA's key is
+    also matched with its certificate) or ``pkcs11`` (a SoftHSM token directory: the key ids are
+    read from the token's public key objects, which need no PIN)."""
 
     key_store_path: str = Field(default="", max_length=1024)
-    """The engine's storage directory inside the archived folder (relative to subPath when that
-    is set); empty: its root."""
+    """The engine's directory inside the archived folder (relative to subPath when that is set):
+    a filesystem engine's storage_directory; for pkcs11 SoftHSM's tokendir (every token in it)
+    or one token's directory. Empty: its root."""
 
 
 class VolumeSettings(RunnerModel):
@@ -65,7 +84,8 @@ class VolumeSettings(RunnerModel):
 
 
 class FilesystemKeyStore(RunnerModel):
-    """Where a filesystem crypto engine's keys are in the set: a directory inside one volume.
+    """Where a filesystem (or PKCS#11 SoftHSM) crypto engine's keys are in the set: a directory
+    inside one volume.
 
     The key consistency check reads the key ids from that directory wherever the restore put the
     volume (in place: its staged copy, or the live volume when it is not restored; drill: the
@@ -74,6 +94,9 @@ class FilesystemKeyStore(RunnerModel):
 
     engine: str = Field(min_length=1)
     """The kms engine id (e.g. filesystem-1)."""
+
+    type: KeyStoreType = "filesystem"
+    """``filesystem``: a PEM file per key id; ``pkcs11``: SoftHSM token directories."""
 
     volume: str = Field(min_length=1)
     """The volume artifact's name (policy components.volumes[].name)."""

@@ -4,14 +4,23 @@ Each component's step (``components/<name>/backup.py``, found by :func:`.steps.s
 holds, writes the ``sha256sum -c`` sidecar, and records its outcome in a part file. The commit
 step turns the part files into ``manifest.json``, signs it, and writes it last: until then the
 set is incomplete by definition, whatever objects exist.
+
+SIGTERM (the Job deleted, or past its ``activeDeadlineSeconds``) stops the component at once: its
+pipelines' processes are killed (also those of the postgres workers), its uploads aborted, what it
+stored removed, its part file records it as Failed with reason ``Interrupted``, nothing is
+committed, and the runner exits non-zero with its termination message, well inside the Pod's
+grace period.
 """
 
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from ... import __version__
@@ -23,7 +32,7 @@ from ...clients.s3 import S3Store
 from ...errors import ConfigurationError, IntegrityError, LamassuBackupError
 from ...models.runner import ArtifactRecord, ComponentOutcome, RunnerConfig, RunnerResult
 from ..context import RunnerContext
-from ..stream.pipeline import Source, encrypt_to_store
+from ..stream.pipeline import Cancel, Source, encrypt_to_store
 from .steps import step_of
 
 
@@ -37,6 +46,15 @@ class BackupRun:
         self._keyring: Keyring | None = None
         self._recipients: list[str] = []
         self._stored: list[str] = []
+        self.commit_warnings: list[str] = []
+        """What the commit could not clean up (reported as warnings)."""
+        # Keys whose upload has begun and is not yet recorded in _stored: an interrupted run
+        # deletes them too (deleting a key never written is harmless).
+        self._pending: set[str] = set()
+        self.cancel = Cancel()
+        """Set by SIGTERM: every pipeline of the run is stopped (see :func:`run`)."""
+        self.in_step = False
+        """Whether a component step runs (the only place a SIGTERM raises into)."""
 
     # -- shared machinery --------------------------------------------------------------------
 
@@ -88,7 +106,10 @@ class BackupRun:
         (the snapshot verifier's facts, a volume's file count).
         """
         keyring = self.keyring
-        upload = self.store.multipart(self.key(keys.key))
+        self.cancel.check()
+        key, sidecar = self.key(keys.key), self.key(keys.sidecar)
+        self._pending.update((key, sidecar))
+        upload = self.store.multipart(key)
         stats = encrypt_to_store(
             source,
             keyring=keyring,
@@ -96,6 +117,7 @@ class BackupRun:
             upload=upload,
             compressor=compressor,
             taps=taps,
+            cancel=self.cancel,
         )
         info = self.store.head(self.key(keys.key))
         if info is None or info.size != stats.stored_bytes:
@@ -109,12 +131,14 @@ class BackupRun:
                 f"{self.store.url(self.key(keys.key))}: asked for server-side encryption "
                 f"{self.cfg.destination.sse}, the store applied {info.sse}"
             )
-        self._stored += [self.key(keys.key), self.key(keys.sidecar)]
+        self._stored += [key, sidecar]
+        self.cancel.check()
         self.store.put_bytes(
-            self.key(keys.sidecar),
+            sidecar,
             layout.sidecar_text(stats.plain_sha256, keys.plain_name).encode(),
             "text/plain",
         )
+        self._pending.difference_update((key, sidecar))
         return ArtifactRecord(
             component=component,
             name=name,
@@ -134,10 +158,15 @@ class BackupRun:
         """Back up one component; failures become an outcome, never an exception."""
         started = time.monotonic()
         self._stored = []
+        self._pending = set()
         try:
             step = step_of(component)
             self._refuse_committed_set()
-            outcome = step(self)
+            self.in_step = True
+            try:
+                outcome = step(self)
+            finally:
+                self.in_step = False
         except LamassuBackupError as exc:
             outcome = ComponentOutcome(
                 component=component,
@@ -152,15 +181,16 @@ class BackupRun:
                 reason="InternalError",
                 message=self.ctx.redactor.redact(f"{type(exc).__name__}: {exc}"),
             )
-        if not outcome.ok and self._stored:
+        if not outcome.ok and (self._stored or (self.cancel.cancelled() and self._pending)):
             self._discard_stored(outcome)
         outcome.seconds = round(time.monotonic() - started, 3)
         return outcome
 
     def _discard_stored(self, outcome: ComponentOutcome) -> None:
         """Remove what a failed component stored: a component is in a set whole or not at all."""
+        keys = self._stored + sorted(set(self._pending) - set(self._stored))
         try:
-            self.store.delete_keys(self._stored)
+            self.store.delete_keys(keys)
         except LamassuBackupError as exc:
             outcome.warnings.append(
                 f"could not remove the partial artifacts of {outcome.component}: {exc.message}"
@@ -221,6 +251,33 @@ class BackupRun:
             )
         return manifest, hashlib.sha256(body).hexdigest()
 
+    def _clear_strays(self, outcomes: list[ComponentOutcome]) -> None:
+        """Remove what no completed component claims: the objects and multipart uploads a failed
+        or killed component left because the store was unreachable (or the Pod died) when it
+        cleaned up. Every component Job has ended when the commit runs, so nothing under the
+        set's folder is still being written; a failure here only leaves garbage (a warning)."""
+        keep = {self.key(layout.MANIFEST), self.key(layout.SIGNATURE)}
+        for outcome in outcomes:
+            if outcome.ok:
+                keep.update(
+                    self.key(k) for a in outcome.artifacts for k in (a.key, a.sidecar_key) if k
+                )
+        parts = self.key(layout.PARTS_DIR)
+        try:
+            self.store.abort_stale_uploads(self.cfg.set_prefix)
+            strays = [
+                info.key
+                for info in self.store.list_keys(self.cfg.set_prefix)
+                if info.key not in keep and not info.key.startswith(parts)
+            ]
+            if strays:
+                self.store.delete_keys(strays)
+        except LamassuBackupError as exc:
+            self.commit_warnings.append(
+                f"objects of failed components may be left under {self.cfg.set_prefix}: "
+                f"{exc.message}"
+            )
+
     def commit(self, requested: list[str]) -> tuple[Manifest, str]:
         """Check every artifact is stored, then write the signature and manifest.json, last.
 
@@ -244,6 +301,7 @@ class BackupRun:
                         f"{artifact.key} is missing or has the wrong size in the store"
                     )
                     break
+        self._clear_strays(outcomes)
         if not any(o.ok for o in outcomes):
             reasons = (
                 "; ".join(f"{o.component}: {o.message}" for o in outcomes) or "no component ran"
@@ -338,14 +396,12 @@ def run(
     todo = components if components is not None else cfg.components
     result = RunnerResult(ok=False, action="backup" if todo else "commit")
     code = 1
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_handler(run_))
     try:
         run_.store.check_bucket()
-        outcomes = []
-        for component in todo:
-            outcome = run_.run_component(component)
-            run_.write_part(outcome)
-            outcomes.append(outcome)
-            _summarise(result, outcome)
+        outcomes = _run_components(run_, todo, result)
         failed = [o for o in outcomes if not o.ok]
         result.ok = not failed
         if failed:
@@ -353,6 +409,7 @@ def run(
             result.reason = failed[0].reason
         if commit:
             manifest, digest = run_.commit(cfg.components)
+            result.warnings.extend(run_.commit_warnings)
             result.manifest_key = run_.key(layout.MANIFEST)
             result.manifest_sha256 = digest
             for name, entry in manifest.components.items():
@@ -373,8 +430,47 @@ def run(
         result.error = exc.message
         result.reason = exc.reason
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         run_.close()
     result.seconds = round(time.monotonic() - started, 3)
     if result.error:
         result.error = ctx.redactor.redact(result.error)
     return result, code
+
+
+def _run_components(
+    run_: BackupRun, todo: list[str], result: RunnerResult
+) -> list[ComponentOutcome]:
+    """Each component, its part file written; after a SIGTERM, raise (nothing is committed)."""
+    outcomes = []
+    for component in todo:
+        if run_.cancel.cancelled():
+            break
+        outcome = run_.run_component(component)
+        try:
+            run_.write_part(outcome)
+        except LamassuBackupError as exc:
+            if not run_.cancel.cancelled():
+                raise
+            outcome.warnings.append(f"could not record the outcome of {component}: {exc.message}")
+        outcomes.append(outcome)
+        _summarise(result, outcome)
+    run_.cancel.check()
+    return outcomes
+
+
+def _sigterm_handler(run_: BackupRun) -> Callable[[int, FrameType | None], None]:
+    """SIGTERM: stop every pipeline at once; inside a component step, also raise there, so the
+    step unwinds (aborting its uploads) and :meth:`BackupRun.run_component` records it as
+    Interrupted and removes what it stored. Elsewhere (writing a part file, the commit) the run
+    stops at the next component. A second SIGTERM changes nothing."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if run_.cancel.cancelled():
+            return
+        run_.cancel.cancel()
+        if run_.in_step:
+            run_.cancel.check()
+
+    return handle

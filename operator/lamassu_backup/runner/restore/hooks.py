@@ -6,8 +6,9 @@ checks it there), sorts them by ``order`` (the order a restore changes live thin
 the databases, config, volumes) and calls the same hook of each in turn. The hooks hold the
 run's state of their component (what was fetched, staged, restored beside, applied).
 
-A component without a ``restore`` module has nothing to write back (AWS KMS: metadata only): its
-artifacts are verified, both checksums, and it is reported Verified (:class:`VerifyOnly`).
+A component without a ``restore`` module has nothing to do in a restore: its artifacts are
+verified, both checksums, and it is reported Verified (:class:`VerifyOnly`). (AWS KMS writes
+nothing back either, but has hooks: its metadata is the AWS KMS engine's key store.)
 Loaded by name, as the backup steps are, so that the pure registry never imports runner code.
 """
 

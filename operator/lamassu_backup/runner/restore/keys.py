@@ -2,11 +2,19 @@
 
 Lamassu names every key by the SHA-256 of its public key; that id is ``kms.kms_keys.key_id`` and,
 for a CA Lamassu created, the CA certificate's ``subject_key_id``. Each crypto engine keeps the
-private key under that id: Vault KV at ``<mount>/<key id>`` (field ``key``), the filesystem engine
-as a file named by the key id in its storage directory. A database restored without its keys, or
-keys without the rows that reference them, is a broken PKI even when every pod reports healthy:
-the CAs cannot sign. This module compares the two sides and names every CA, key id and engine
-that does not resolve.
+private key under that id: Vault KV at ``<mount>/<key id>`` (field ``key``: base64 of the PEM),
+the filesystem engine as a PEM file named by the key id in its storage directory, PKCS#11 as a
+token object labelled with the key id (SoftHSM: a token directory), AWS KMS as a key with the
+alias ``alias/<key id>``. A database restored without its keys, or keys without the rows that
+reference them, is a broken PKI even when every pod reports healthy: the CAs cannot sign. This
+module compares the two sides and names every CA, key id and engine that does not resolve.
+
+Where a store can give the private key (filesystem, Vault KV), a CA's key must also be the CA's:
+its public key is derived and compared with the CA certificate's (:mod:`.key_material`), so a
+key file or KV value from another key pair fails by name too. A store that can tell only that
+it is there, not which keys it holds (a PKCS#11 token it cannot list), counts its keys as
+present only, and the evidence says so. A key a store holds but cannot use (an AWS KMS key
+pending deletion or disabled) fails with the reason.
 
 Lamassu v3.8.0 CA types (``certificates.type``): ``MANAGED`` and ``IMPORTED_WITH_KEY`` have a key
 in the kms; ``IMPORTED_WITHOUT_KEY`` (``EXTERNAL`` before migration 20260520120000) has none, so it
@@ -17,8 +25,10 @@ not the SHA-256 key id is linked only that way).
 
 The pieces are separate on purpose (reading a store, resolving a CA's key, comparing): each
 engine's store reader is in its component's restore module (the KV export and mounts in
-``components.vault.restore``, a filesystem engine's directory in ``components.volumes.restore``,
-the ca and kms tables in ``components.postgres.restore``); this module only compares.
+``components.vault.restore``, a filesystem engine's directory and a SoftHSM token directory in
+``components.volumes.restore`` and ``components.volumes.softhsm``, the AWS KMS metadata in
+``components.aws_kms.restore``, the ca and kms tables in ``components.postgres.restore``); this
+module only compares.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import key_material
 
 EVIDENCE_IDS = 8
 EVIDENCE_FAILURES = 3
@@ -39,6 +51,8 @@ ANY_ENGINE = "*"
 """A store's engine id meaning: every engine that has no store of its own."""
 SHARED_KIND = "vault-kv"
 """The kind of the store that serves every engine without a store of its own (Vault KV)."""
+KINDS = ("vault-kv", "filesystem", "pkcs11", "aws-kms")
+"""The kinds of key store (named in failures)."""
 TABLES = "ca and kms databases"
 """What the database side of the check is, as a skipped check names it."""
 
@@ -80,6 +94,9 @@ class CaCert:
     type: str = "MANAGED"
     engine_id: str = ""
     ca_id: str = ""
+    certificate: str = field(default="", repr=False, compare=False)
+    """The certificate as ``ca.certificates.certificate`` holds it (base64 of the PEM); empty:
+    not read, so its key is not matched against it."""
 
     @property
     def expects_key(self) -> bool:
@@ -151,6 +168,11 @@ class KeyIndex:
 # -- what the key stores hold ----------------------------------------------------------------
 
 
+KeyReader = Callable[[str], "bytes | None"]
+"""A store's private key by key id, as PEM (None: it has none under that id). Its value is used
+to match the key with its CA certificate and dropped: it never reaches a report or a log."""
+
+
 @dataclass(frozen=True)
 class KeyStore:
     """The key ids one engine's store holds, read from wherever it was restored."""
@@ -158,10 +180,20 @@ class KeyStore:
     engine_id: str
     """The kms engine id (``vault-1``, ``filesystem-1``) or :data:`ANY_ENGINE`."""
     kind: str
-    """``vault-kv`` or ``filesystem`` (named in failures)."""
+    """One of :data:`KINDS` (named in failures)."""
     key_ids: frozenset[str]
     source: str
     """Where it was read (a scratch mount, a restored volume, the export in the set)."""
+    listed: bool = True
+    """False: the store is there but cannot say which keys it holds (a PKCS#11 token whose
+    objects cannot be read without its PIN): its keys count as present only, not as failed."""
+    unusable: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Key ids the store holds but cannot use, and why (an AWS KMS key pending deletion)."""
+    read_key: KeyReader | None = field(default=None, compare=False, repr=False)
+    """The private key PEM by key id, where the store holds it readably (filesystem, Vault KV):
+    a CA's key is then matched with the CA certificate."""
+    note: str = ""
+    """What could and could not be checked in it, for the evidence (short)."""
 
     def describe(self) -> str:
         """The engine as a failure names it."""
@@ -178,6 +210,8 @@ class KeyIds:
     ids: frozenset[str]
     source: str
     deferred: bool = False
+    read_key: KeyReader | None = field(default=None, compare=False, repr=False)
+    """The private key PEM by key id (the KV value decoded), for matching with the CA."""
 
 
 KeyInventory = Callable[[], tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]]
@@ -185,14 +219,20 @@ KeyInventory = Callable[[], tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any
 
 
 def shared_stores(
-    ids: Iterable[str], source: str, engines: Sequence[str], claimed: Iterable[str]
+    ids: Iterable[str],
+    source: str,
+    engines: Sequence[str],
+    claimed: Iterable[str],
+    read_key: KeyReader | None = None,
 ) -> list[KeyStore]:
     """The shared store for ``engines`` (declared: ``key_store_engines``), or when none are
     declared for every engine no store of its own claims (older configs declare nothing)."""
     taken = set(claimed)
     held = frozenset(ids)
     return [
-        KeyStore(e, SHARED_KIND, held, source) for e in (engines or [ANY_ENGINE]) if e not in taken
+        KeyStore(e, SHARED_KIND, held, source, read_key=read_key)
+        for e in (engines or [ANY_ENGINE])
+        if e not in taken
     ]
 
 
@@ -231,17 +271,34 @@ class KeyReport:
     """kms_keys rows with has_private_key whose key is not in the store."""
     cas_without_key: list[str] = field(default_factory=list)
     """CA certificates (serial/subject key id) whose key is not in the store."""
+    unusable_keys: list[str] = field(default_factory=list)
+    """kms keys their store holds but cannot use (an AWS KMS key pending deletion, disabled)."""
+    mismatched_cas: list[str] = field(default_factory=list)
+    """CAs (serial/key id) whose stored private key is not the CA certificate's key pair, or
+    cannot be read as a private key."""
     failures: list[KeyFailure] = field(default_factory=list)
     """Every unresolved reference, naming the CA, the key id and the engine."""
     keyless_cas: int = 0
     """CAs imported without a key (not expected in any store)."""
     unchecked_keys: int = 0
     """kms keys of engines no store was given for (e.g. a PKCS#11 HSM checked elsewhere)."""
+    present_only: int = 0
+    """kms keys of stores that are there but cannot list their keys (a PKCS#11 token that
+    cannot be read without its PIN): not proven key by key."""
+    matched_cas: int = 0
+    """CAs whose stored private key was proven to match the CA certificate's public key."""
+    notes: list[str] = field(default_factory=list)
+    """What each store could and could not check (its :attr:`KeyStore.note`)."""
 
     @property
     def ok(self) -> bool:
         """True when every reference resolves."""
-        return not self.missing_kms_keys and not self.cas_without_key
+        return not (
+            self.missing_kms_keys
+            or self.cas_without_key
+            or self.unusable_keys
+            or self.mismatched_cas
+        )
 
     def evidence(self) -> dict[str, Any]:
         """Compact form for the termination message (the first ids of each list, and counts)."""
@@ -252,16 +309,27 @@ class KeyReport:
             "kmsKeys": self.kms_keys,
             "cas": self.cas,
         }
+        if self.matched_cas:
+            out["casKeyMatched"] = self.matched_cas
         if self.keyless_cas:
             out["keylessCas"] = self.keyless_cas
         if self.unchecked_keys:
             out["uncheckedKeys"] = self.unchecked_keys
+        if self.present_only:
+            out["presentOnlyKeys"] = self.present_only
+        if self.notes:
+            out["stores"] = [n[:120] for n in self.notes[:EVIDENCE_FAILURES]]
         if self.missing_kms_keys:
             out["missingKmsKeys"] = len(self.missing_kms_keys)
             out["missingKmsKeyIds"] = [k[:16] for k in self.missing_kms_keys[:EVIDENCE_IDS]]
         if self.cas_without_key:
             out["casWithoutKey"] = len(self.cas_without_key)
             out["casWithoutKeyIds"] = [c[:40] for c in self.cas_without_key[:EVIDENCE_IDS]]
+        if self.unusable_keys:
+            out["unusableKeys"] = len(self.unusable_keys)
+        if self.mismatched_cas:
+            out["casKeyMismatch"] = len(self.mismatched_cas)
+            out["casKeyMismatchIds"] = [c[:40] for c in self.mismatched_cas[:EVIDENCE_IDS]]
         if self.failures:
             # "missing" is what the operator's readers of this evidence look for (the first
             # few, CA|key id|engine; the counts above are complete).
@@ -282,6 +350,13 @@ class KeyReport:
             parts.append(
                 f"{len(self.cas_without_key)} CA certificate(s) have no key in {self.source}"
             )
+        if self.unusable_keys:
+            parts.append(f"{len(self.unusable_keys)} kms key(s) are in a state that cannot sign")
+        if self.mismatched_cas:
+            parts.append(
+                f"{len(self.mismatched_cas)} CA(s) have a stored key that is not their "
+                "certificate's key pair"
+            )
         if self.failures:
             named = "; ".join(str(f) for f in self.failures[:EVIDENCE_IDS])
             more = len(self.failures) - EVIDENCE_IDS
@@ -299,13 +374,18 @@ def _store_for(stores: Mapping[str, KeyStore], engine_id: str) -> KeyStore | Non
     return stores.get(engine_id) or stores.get(ANY_ENGINE)
 
 
+PublicKeyOf = Callable[[bytes], "bytes | None"]
+"""A private key PEM's public key (DER SubjectPublicKeyInfo), None when it is not one."""
+
+
 def _check_kms_keys(
     report: KeyReport,
     keys: Iterable[KmsKey],
     stores: Mapping[str, KeyStore],
     ca_names: Mapping[str, str],
 ) -> dict[str, int]:
-    """Every kms key with a private key is in its engine's store; returns failure index by id."""
+    """Every kms key with a private key is in its engine's store, usable; returns failure index
+    by id."""
     failed: dict[str, int] = {}
     for key in keys:
         if not key.has_private_key:
@@ -314,15 +394,45 @@ def _check_kms_keys(
         if store is None:
             report.unchecked_keys += 1
             continue
+        if not store.listed:
+            report.present_only += 1
+            continue
         report.kms_keys += 1
         if key.key_id not in store.key_ids:
             report.missing_kms_keys.append(key.key_id)
-            owner = next((ca_names[s] for s in key.bound_serials if s in ca_names), "")
-            failed[key.key_id] = len(report.failures)
-            report.failures.append(
-                KeyFailure(owner, key.key_id, store.describe(), "private key not in the store")
-            )
+            problem = "private key not in the store"
+        elif key.key_id in store.unusable:
+            report.unusable_keys.append(key.key_id)
+            problem = store.unusable[key.key_id]
+        else:
+            continue
+        owner = next((ca_names[s] for s in key.bound_serials if s in ca_names), "")
+        failed[key.key_id] = len(report.failures)
+        report.failures.append(KeyFailure(owner, key.key_id, store.describe(), problem))
     return failed
+
+
+def _mismatch(
+    ca: CaCert, key: KmsKey, store: KeyStore, public_key_of: PublicKeyOf | None
+) -> str | None:
+    """Why the CA's stored private key is not its certificate's key pair (None: it is, or it
+    cannot be told here: no certificate, no readable store, no way to derive public keys)."""
+    if public_key_of is None or store.read_key is None or not ca.certificate:
+        return None
+    cert_spki = key_material.certificate_spki(ca.certificate)
+    if cert_spki is None:
+        return None
+    stored = store.read_key(key.key_id)
+    if stored is None:
+        return None
+    pem = key_material.private_key_pem(stored)
+    spki = public_key_of(pem) if pem is not None else None
+    del stored, pem
+    if spki is None:
+        return "stored private key cannot be read as a private key"
+    if spki != cert_spki:
+        return "private key does not match the CA certificate's public key"
+    return ""
 
 
 def _check_ca(
@@ -331,8 +441,11 @@ def _check_ca(
     index: KeyIndex,
     stores: Mapping[str, KeyStore],
     failed: Mapping[str, int],
+    *,
+    public_key_of: PublicKeyOf | None,
 ) -> None:
-    """A CA that has a key resolves to a kms key, and that key is in its engine's store."""
+    """A CA that has a key resolves to a kms key, that key is in its engine's store and usable,
+    and where the store gives the private key, it is the CA certificate's key pair."""
     key = index.key_of(ca)
     if key is None:  # a database fact, whichever engine it names: the CA cannot sign
         report.cas += 1
@@ -344,28 +457,45 @@ def _check_ca(
         )
         return
     store = _store_for(stores, key.engine_id)
-    if store is None:
-        return  # its engine's store is checked elsewhere (e.g. a PKCS#11 HSM)
+    if store is None or not store.listed:
+        return  # its engine's store is checked elsewhere (or only for presence)
     report.cas += 1
     where = store.describe()
-    if key.key_id in store.key_ids:
+    if key.key_id not in store.key_ids:
+        report.cas_without_key.append(f"{ca.serial}/{ca.subject_key_id or key.key_id}")
+        problem = "CA key not in the store"
+    elif key.key_id in store.unusable:
+        problem = store.unusable[key.key_id]
+    else:
+        mismatch = _mismatch(ca, key, store, public_key_of)
+        if mismatch == "":
+            report.matched_cas += 1
+        if not mismatch:
+            return
+        report.mismatched_cas.append(f"{ca.serial}/{key.key_id}")
+        report.failures.append(KeyFailure(ca.name, key.key_id, where, mismatch))
         return
-    report.cas_without_key.append(f"{ca.serial}/{ca.subject_key_id or key.key_id}")
     at = failed.get(key.key_id)
     if at is not None:  # the kms key's failure already names it: say whose key it is
-        report.failures[at] = KeyFailure(ca.name, key.key_id, where, "CA key not in the store")
+        report.failures[at] = KeyFailure(ca.name, key.key_id, where, problem)
     else:
-        report.failures.append(KeyFailure(ca.name, key.key_id, where, "CA key not in the store"))
+        report.failures.append(KeyFailure(ca.name, key.key_id, where, problem))
 
 
 def check_stores(
-    keys: Iterable[KmsKey], cas: Iterable[CaCert], stores: Sequence[KeyStore]
+    keys: Iterable[KmsKey],
+    cas: Iterable[CaCert],
+    stores: Sequence[KeyStore],
+    public_key_of: PublicKeyOf | None = None,
 ) -> KeyReport:
     """Compare the database's key references with each engine's store.
 
-    Every kms key with a private key must be in its engine's store; every CA that has a key
-    (not ``IMPORTED_WITHOUT_KEY``) must resolve to a kms key, and that key must be in its
-    engine's store. Keys of engines without a store are counted as unchecked, not failed.
+    Every kms key with a private key must be in its engine's store, usable; every CA that has a
+    key (not ``IMPORTED_WITHOUT_KEY``) must resolve to a kms key, that key must be in its
+    engine's store and, where the store gives the private key and ``public_key_of`` derives its
+    public key (:func:`.key_material.private_key_spki`), match the CA certificate's public key.
+    Keys of engines without a store are counted as unchecked, those of stores that cannot list
+    them as present only; neither fails.
     """
     by_engine = {s.engine_id: s for s in stores}
     all_keys = list(keys)
@@ -375,16 +505,19 @@ def check_stores(
         store_keys=sum(len(s.key_ids) for s in stores),
         kms_keys=0,
         cas=0,
+        notes=[f"{s.engine_id}: {s.note}" for s in stores if s.note],
     )
     failed = _check_kms_keys(report, all_keys, by_engine, {c.serial: c.name for c in ca_list})
     index = KeyIndex.of(all_keys)
     for ca in ca_list:
         if ca.expects_key:
-            _check_ca(report, ca, index, by_engine, failed)
+            _check_ca(report, ca, index, by_engine, failed, public_key_of=public_key_of)
         else:
             report.keyless_cas += 1
     report.missing_kms_keys.sort()
     report.cas_without_key.sort()
+    report.unusable_keys.sort()
+    report.mismatched_cas.sort()
     return report
 
 
@@ -418,12 +551,16 @@ def check_inventory(
     kms_rows: Iterable[Sequence[Any]],
     ca_rows: Iterable[Sequence[Any]],
     stores: Sequence[KeyStore],
+    public_key_of: PublicKeyOf | None = None,
 ) -> KeyReport:
     """:func:`check_stores` from the rows of ``clients.postgres.key_inventory``.
 
     ``kms_rows``: (key id, engine id, has_private_key, aliases JSON, metadata JSON);
-    ``ca_rows``: (serial, subject key id, type, engine id, CA id).
+    ``ca_rows``: (serial, subject key id, type, engine id, CA id[, certificate]).
     """
     keys = [KmsKey.from_row(r[0], r[1], bool(r[2]), r[3], r[4]) for r in kms_rows]
-    cas = [CaCert(r[0], r[1], r[2] or "MANAGED", r[3], r[4]) for r in ca_rows]
-    return check_stores(keys, cas, stores)
+    cas = [
+        CaCert(r[0], r[1], r[2] or "MANAGED", r[3], r[4], r[5] if len(r) > 5 else "")
+        for r in ca_rows
+    ]
+    return check_stores(keys, cas, stores, public_key_of)

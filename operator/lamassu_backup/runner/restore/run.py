@@ -11,8 +11,9 @@ config, volumes). Steps (``RestoreRunConfig.step``):
 - ``restore``, mode ``InPlace``: the same verification; what is small staged beside the live
   data, the databases restored beside it (``<db>__restoring``) and verified (row counts and goose
   version equal the manifest's); the key consistency of the restored databases checked against
-  the key stores they will meet (Vault KV; each filesystem engine's volume as staged, or live when
-  not restored). Only then does anything live change, component after component in restore
+  the key stores they will meet (Vault KV; each filesystem or SoftHSM engine's volume as staged,
+  or live when not restored; the AWS KMS metadata in the set), each CA's key matched with its
+  certificate where the store holds it readably. Only then does anything live change, component after component in restore
   order (the databases in one atomic rename transaction, the previous ones kept as
   ``<db>__pre_restore_<suffix>``). A failure after a component that can be put back (the
   databases: swapped back) puts it back.
@@ -44,8 +45,9 @@ from types import FrameType
 from ...errors import ConfigurationError, LamassuBackupError
 from ...models.runner import RestoreRunConfig, RunnerResult
 from ..context import RunnerContext
-from . import hooks, keys
+from . import hooks, key_material, keys
 from .hooks import PlanItem, RestoreHooks
+from .journal import Journal
 from .set_reader import SetReader
 
 EXIT_OK = 0
@@ -86,6 +88,8 @@ class RestoreRun:
         """The components asked for (set by :meth:`load`)."""
         self.restored_volumes: dict[str, tuple[Path, str]] = {}
         """Volume name -> (where this run restored it, how the key check names that place)."""
+        self.journal = Journal(cfg)
+        """What the live changes replaced, recorded before them (the rollback step reads it)."""
         self.parts: list[RestoreHooks] = hooks.ordered(self)
         """Every component's hooks, in restore order."""
 
@@ -135,15 +139,18 @@ class RestoreRun:
 
     # -- key consistency ------------------------------------------------------------------------
 
-    def key_stores(self, store: Iterable[str] | None, source: str) -> list[keys.KeyStore]:
+    def key_stores(
+        self, store: Iterable[str] | None, source: str, read_key: keys.KeyReader | None = None
+    ) -> list[keys.KeyStore]:
         """Each engine's store: those the components hold for their own engines (a filesystem
-        engine's volume); the shared store (``store``, when there is one: Vault KV) for
-        ``key_store_engines``, or when none are declared for every engine the others do not
-        claim (older configs declare nothing)."""
+        or PKCS#11 engine's volume, the AWS KMS metadata); the shared store (``store``, when
+        there is one: Vault KV, its private keys by ``read_key``) for ``key_store_engines``, or
+        when none are declared for every engine the others do not claim (older configs declare
+        nothing)."""
         stores = [s for part in self.parts for s in part.key_stores()]
         if store is not None:
             stores += keys.shared_stores(
-                store, source, self.cfg.key_store_engines, {s.engine_id for s in stores}
+                store, source, self.cfg.key_store_engines, {s.engine_id for s in stores}, read_key
             )
         return stores
 
@@ -159,22 +166,26 @@ class RestoreRun:
         if offered is not None and offered.deferred:
             return True
         if offered is not None:
-            self.check_keys(offered.ids, offered.source)
+            self.check_keys(offered.ids, offered.source, offered.read_key)
         elif any(p.needs_key_check() for p in self.parts):
             self.check_keys(None, "")
         return False
 
-    def check_keys(self, store: Iterable[str] | None, source: str) -> None:
-        """The key consistency check; records evidence, raises when a reference is missing.
+    def check_keys(
+        self, store: Iterable[str] | None, source: str, read_key: keys.KeyReader | None = None
+    ) -> None:
+        """The key consistency check; records evidence, raises when a reference is missing or a
+        CA's stored key is not its certificate's.
 
-        ``store`` holds the key ids of the shared store (None: no such store to check) and
-        ``source`` says where they were read; the components give the others and the tables.
+        ``store`` holds the key ids of the shared store (None: no such store to check),
+        ``source`` says where they were read and ``read_key`` gives its private keys; the
+        components give the others and the tables.
         """
         if not self.cfg.key_consistency:
             self.evidence["keyConsistency"] = {"skipped": "disabled"}
             return
         inventory = next((i for p in self.parts if (i := p.key_inventory()) is not None), None)
-        stores = self.key_stores(store, source)
+        stores = self.key_stores(store, source, read_key)
         if not stores or inventory is None:
             missing = "key store" if not stores else keys.TABLES
             self.warn(f"key consistency not checked: no {missing} to check")
@@ -182,7 +193,11 @@ class RestoreRun:
             return
         with self.phase("keyConsistency", "keyConsistency"):
             kms_rows, ca_rows = inventory()
-            report = keys.check_inventory(kms_rows, ca_rows, stores)
+            public_key_of: keys.PublicKeyOf | None = key_material.private_key_spki
+            if any(s.read_key is not None for s in stores) and not key_material.openssl_available():
+                public_key_of = None
+                self.warn("openssl is not available: the CA keys were not matched with the CAs")
+            report = keys.check_inventory(kms_rows, ca_rows, stores, public_key_of)
             report.source = "; ".join(dict.fromkeys(s.source for s in stores))
             self.evidence["keyConsistency"] = report.evidence()
             if not report.ok:
@@ -221,6 +236,7 @@ class RestoreRun:
         started = time.monotonic()
         self.load()
         suffix = self.cfg.swap_suffix or datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        self.journal.suffix = suffix
         for part in self.active:  # fail fast, before the long restores
             part.require()
         try:
@@ -247,12 +263,12 @@ class RestoreRun:
         applied: list[RestoreHooks] = []
         try:
             for part in self.active:
+                applied.append(part)  # a part failing half way undoes what it recorded
                 part.apply(suffix)
-                applied.append(part)
                 if deferred:
                     offered = self.key_ids()
                     if offered is not None and not offered.deferred:
-                        self.check_keys(offered.ids, offered.source)
+                        self.check_keys(offered.ids, offered.source, offered.read_key)
                         deferred = False
         except LamassuBackupError as exc:
             self._undo(applied, suffix, exc)
@@ -263,19 +279,27 @@ class RestoreRun:
         nothing was put back: the caller raises the failure as it was)."""
         notes: list[str] = []
         rolled: list[str] = []
-        for part in reversed(applied):
+        failed: list[str] = []
+        for part in reversed(applied):  # each one, even after another failed to undo
             try:
                 note = part.undo(suffix)
             except LamassuBackupError as again:
-                raise LamassuBackupError(
-                    f"{exc.message}; {again.message}", reason=exc.reason
-                ) from None
+                failed.append(again.message)
+                continue
             if note is not None:
                 notes.append(note)
                 rolled.append(part.name)
                 self.result.components[part.name] = "RolledBack"
+        if failed:
+            self.evidence["rolledBack"] = rolled
+            raise LamassuBackupError(
+                f"{exc.message}; {'; '.join(failed)}" + (f" ({'; '.join(notes)})" if notes else ""),
+                reason=exc.reason,
+            ) from None
         if not notes:
             return
+        if not self.changed:
+            self._drop_journal()
         self.evidence["rolledBack"] = rolled
         raise LamassuBackupError(f"{exc.message} ({'; '.join(notes)})", reason=exc.reason) from None
 
@@ -313,15 +337,26 @@ class RestoreRun:
         """Drop what a restore kept aside (unless keepPrevious)."""
         suffix = self._suffix()
         self.evidence["dropped"] = [name for part in self.parts for name in part.finalize(suffix)]
+        self._drop_journal()
         self.result.ok = True
 
     def rollback(self) -> None:
         """Put back what a restore kept aside."""
         suffix = self._suffix()
+        # Newest first, as an in-run undo: config, then the databases, then Vault.
         self.evidence["rolledBack"] = [
-            name for part in self.parts for name in part.rollback(suffix)
+            name for part in reversed(self.parts) for name in part.rollback(suffix)
         ]
+        if not self.changed:
+            self._drop_journal()
         self.result.ok = True
+
+    def _drop_journal(self) -> None:
+        """The journal is done with (everything put back, or finalized)."""
+        try:
+            self.journal.drop()
+        except LamassuBackupError as exc:
+            self.warn(f"the undo journal was not deleted (delete it by hand): {exc.message}")
 
     def _suffix(self) -> str:
         if not self.cfg.swap_suffix:

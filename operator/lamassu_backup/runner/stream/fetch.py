@@ -14,6 +14,7 @@ altered (restore another set) or is intact (a wrong key, a missing role...): the
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import subprocess
@@ -119,22 +120,42 @@ class FileSink:
         self.path = path
         self.label = label
         self._fd = -1
+        self.written = 0
+        self._failed: OSError | None = None
 
     def start(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                self.written += done
+                view = view[done:]
+        except OSError as exc:
+            self._failed = exc
+            raise
 
-    def finish(self) -> None:
+    def _close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
+    def finish(self) -> None:
+        """Close; a full disk is named with its fix (the bare errno names neither)."""
+        self._close()
+        if self._failed is not None and self._failed.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LamassuBackupError(
+                f"{self.label}: the runner's scratch volume ({self.path.parent}) is full after "
+                f"{self.written} bytes; a restore with spec.options.postgres.jobs above 1 spools "
+                "each whole dump there first: set jobs to 1 (the dump streams into pg_restore, "
+                "no spool) or raise the policy's spec.runner.scratch.sizeLimit above the biggest dump",
+                reason="ScratchFull",
+            )
+
     def kill(self) -> None:
-        self.finish()
+        self._close()
         self.path.unlink(missing_ok=True)
 
 
