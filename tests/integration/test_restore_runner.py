@@ -28,6 +28,7 @@ from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.s3 import S3Server
 
 from .conftest import DATA_MIB, KV_MOUNT, SEED, ConfigFactory, SecretDir, run_runner
+from .faults import descendants
 
 pytestmark = pytest.mark.platform
 
@@ -412,28 +413,6 @@ def test_plan_verifies_the_whole_set_and_changes_nothing(
     assert result["components"] == {"postgres": "Failed: IntegrityCheckFailed"}
 
 
-def _descendants(pid: int) -> dict[int, str]:
-    """pid -> command name of every process below ``pid``."""
-    parents: dict[int, tuple[int, str]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        parents[int(stat.parent.name)] = (ppid, name)
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        current = frontier.pop()
-        for child, (ppid, name) in parents.items():
-            if ppid == current and child not in found:
-                found[child] = name
-                frontier.append(child)
-    return found
-
-
 def interrupt_half_way(
     rcfg: RestoreRunConfig, tmp: Path, act: Callable[[int, int], None]
 ) -> tuple[int, dict[str, Any], str]:
@@ -449,7 +428,7 @@ def interrupt_half_way(
     done = False
     deadline = time.monotonic() + 60
     while not done and proc.poll() is None and time.monotonic() < deadline:
-        for pid, name in _descendants(proc.pid).items():
+        for pid, name in descendants(proc.pid).items():
             if name != "pg_restore":
                 continue
             try:
