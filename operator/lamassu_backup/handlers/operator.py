@@ -19,12 +19,12 @@ from ..builders.jobs import LABEL_SCHEDULED_DRILL, MANAGED_BY, run_of
 from ..clients.kube import KubeApi, load_config
 from ..models.resources import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
 from ..services import metrics, resources
-from ..services.common import Settings, now_utc, summarize
+from ..services.common import Event, Settings, now_utc, summarize
 from ..services.config_watch import ConfigEvents, Watcher
 from ..services.policies import PolicyService
-from ..services.policy_loop import PolicyLoops
+from ..services.policy_loop import Next, PolicyLoops
 from ..services.runs import RunService
-from .events import post
+from .events import in_thread, post
 from .storage import TolerantDiffBaseStorage, TolerantProgressStorage
 
 log = logging.getLogger("lamassu_backup")
@@ -163,11 +163,14 @@ async def policy_loop(
         while not stopped:
             waker.clear()
             runs = list(runs_by_policy.get((loop.namespace, name), []))
-            step = await asyncio.to_thread(loop.step, dict(body), runs)
-            post(step.events)
+            step = await in_thread(functools.partial(loop.step, dict(body), runs), _step_events)
             await _sleep(waker, step.sleep)
     finally:
         memo.loops.close(loop)
+
+
+def _step_events(step: Next) -> list[Event]:
+    return step.events
 
 
 async def _sleep(waker: asyncio.Event, seconds: float) -> None:

@@ -9,7 +9,6 @@ and health checks).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import kopf
@@ -19,9 +18,9 @@ from ..clients.kube import KubeApi, load_config
 from ..clients.workloads import WorkloadApi
 from ..models.resources import GROUP, RESTORES, VERSION
 from ..services import resources
-from ..services.common import Settings, now_utc
-from ..services.restores import RestoreService
-from .events import post
+from ..services.common import Event, Settings, now_utc
+from ..services.restores import RestoreOutcome, RestoreService
+from .events import in_thread
 
 
 @kopf.on.startup()
@@ -31,10 +30,13 @@ async def restore_startup(memo: kopf.Memo, **_: Any) -> None:
     memo.restores = RestoreService(KubeApi(api), WorkloadApi(api), Settings.from_env())
 
 
+def _events(outcome: RestoreOutcome) -> list[Event]:
+    return outcome.events
+
+
 async def _reconcile(memo: kopf.Memo, restore: resources.Restore | None) -> None:
     if restore is not None:
-        outcome = await asyncio.to_thread(memo.restores.reconcile, restore, now_utc())
-        post(outcome.events)
+        await in_thread(lambda: memo.restores.reconcile(restore, now_utc()), _events)
 
 
 @kopf.on.create(GROUP, VERSION, RESTORES)
@@ -66,8 +68,7 @@ async def restore_loop(
     to every wait."""
     restore = resources.parse_restore(dict(body))
     while not stopped:
-        outcome = await asyncio.to_thread(memo.restores.reconcile, restore, now_utc())
-        post(outcome.events)
+        outcome = await in_thread(lambda: memo.restores.reconcile(restore, now_utc()), _events)
         await stopped.wait(outcome.requeue if outcome.requeue is not None else 2.0)
 
 
@@ -96,5 +97,5 @@ async def restore_job_event(
 async def restore_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A restore deleted mid-way still gives its workloads back (its Jobs go with it: owned)."""
     restore = resources.parse_restore(dict(body))
-    post(await asyncio.to_thread(memo.restores.release, restore))
+    await in_thread(lambda: memo.restores.release(restore), lambda events: events)
     memo.restores.forget(restore.namespace, restore.name)
