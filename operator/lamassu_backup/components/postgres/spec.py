@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ...models.base import CRModel, RunnerModel
 from ...models.common import BasicAuthSecretRef, SecretKeyRef
-from ...models.types import Duration
+from ...models.types import CronSchedule, Duration
 
 LAMASSU_DATABASES = ["ca", "devicemanager", "dmsmanager", "alerts", "va", "kms"]
 """The six databases of a standard Lamassu install (one per service)."""
@@ -61,6 +61,44 @@ class Compression(CRModel):
     """Algorithm level; 1 is the measured sweet spot for zstd."""
 
 
+class WalArchiving(CRModel):
+    """Continuous WAL shipping for point-in-time recovery, beside the hourly dumps.
+
+    The operator runs a small shipper Deployment (``pg_receivewal`` over the replication
+    protocol, a physical replication slot it owns) that sends every WAL segment, and the segment
+    in progress every ``partialInterval``, through the same encrypt/checksum/upload pipeline as
+    the dumps, under ``<policy prefix>/wal/``; base backups (``pg_basebackup``, streamed, no
+    spool) go under ``<policy prefix>/basebackups/`` on their own schedule. Needs from the
+    server only a role with REPLICATION (the component's credentials, or
+    ``replicationCredentialsSecret``) and a pg_hba line for it: no restart, no archive_command.
+    """
+
+    enabled: bool = False
+    """Ship WAL and take base backups for this policy."""
+
+    replication_credentials_secret: BasicAuthSecretRef | None = None
+    """Secret with a role that has REPLICATION (default: credentialsSecret, which then needs it)."""
+
+    slot_name: str = Field(default="lamassu_backup", pattern=r"^[a-z0-9_]{1,63}$")
+    """The physical replication slot the shipper creates and advances only to what the bucket
+    holds, so the server keeps every WAL byte not yet shipped."""
+
+    partial_interval: Duration = timedelta(seconds=10)
+    """How often the segment in progress is shipped when it changed: the recovery point."""
+
+    base_backup_schedule: CronSchedule = "0 */6 * * *"
+    """When base backups run (in the policy's time zone); the window starts at the oldest kept."""
+
+    base_backup_retention: int = Field(default=2, ge=1, le=100)
+    """Base backups kept; WAL older than the oldest kept one's start is deleted, never newer."""
+
+    recovery_point_objective: Duration = timedelta(minutes=5)
+    """WAL shipping is Stale when the newest shipped WAL is older than this."""
+
+    max_slot_lag_bytes: int = Field(default=8 * 1024**3, ge=16 * 1024**2)
+    """Warn (Event, condition) when the slot holds more unshipped WAL than this on the server."""
+
+
 class PostgresComponent(CRModel):
     """The PostgreSQL server holding Lamassu's databases; each is dumped with ``pg_dump -Fc``."""
 
@@ -108,6 +146,9 @@ class PostgresComponent(CRModel):
 
     recovery_point_objective: Duration = timedelta(hours=2)
     """The policy is Stale when the last successful dump is older than this."""
+
+    wal_archiving: WalArchiving = Field(default_factory=WalArchiving)
+    """Point-in-time recovery: continuous WAL shipping and base backups (off by default)."""
 
 
 class PostgresSettings(RunnerModel):
