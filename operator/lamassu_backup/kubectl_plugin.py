@@ -108,15 +108,8 @@ def iso(moment: datetime | None) -> str:
 
 
 def set_moment(backup: dict[str, Any]) -> datetime | None:
-    """When a set was taken: its folder name, else its cron tick, else its creation."""
-    status = backup.get("status") or {}
-    spec = backup.get("spec") or {}
-    moment = _set_folder_time(str(status.get("setTime") or ""))
-    if moment is not None:
-        return moment
-    return parse_api_time(spec.get("scheduledTime")) or parse_api_time(
-        (backup.get("metadata") or {}).get("creationTimestamp")
-    )
+    """When a set was taken (the controller's rule: builders.restore_plan.set_moment)."""
+    return restore_plan.set_moment(backup)
 
 
 def policy_of(backup: dict[str, Any]) -> str:
@@ -125,16 +118,8 @@ def policy_of(backup: dict[str, Any]) -> str:
 
 
 def set_components(backup: dict[str, Any]) -> set[str]:
-    """Components that completed in a set (from the per-component results, else its artifacts)."""
-    status = backup.get("status") or {}
-    results = status.get("components") or {}
-    if results:
-        return {
-            name
-            for name, result in results.items()
-            if (result or {}).get("phase") == BackupPhase.COMPLETED.value
-        }
-    return {str(a.get("component")) for a in status.get("artifacts") or [] if a.get("component")}
+    """Components that completed in a set (builders.restore_plan.completed_components)."""
+    return set(restore_plan.completed_components(backup))
 
 
 def policy_components(policy: dict[str, Any]) -> list[str]:
@@ -190,26 +175,14 @@ def choose_backup(
     at: datetime | None,
     need: Sequence[str],
 ) -> dict[str, Any] | None:
-    """The newest set of ``policy`` taken at or before ``at`` (None: the newest) that holds every
-    ``need``-ed component complete, so a config-only run triggered by a change never stands in for
-    the databases. With nothing needed (the policy is gone), only runs of every component count.
-    """
-    best: tuple[datetime, str] | None = None
-    chosen: dict[str, Any] | None = None
-    for backup in backups:
-        if policy_of(backup) != policy:
-            continue
-        moment = set_moment(backup)
-        if moment is None or (at is not None and moment > at):
-            continue
-        if restorable_reason(backup, need) is not None:
-            continue
-        if not need and (backup.get("spec") or {}).get("components"):
-            continue
-        key = (moment, str(backup["metadata"]["name"]))
-        if best is None or key > best:
-            best, chosen = key, backup
-    return chosen
+    """The set of ``policy`` the controller would restore for ``pointInTime`` ``at`` (None:
+    latest) and these components: builders.restore_plan.choose_backup decides for both, so
+    ``restore --latest`` shows the very set the operator will pick."""
+    mine = {str(b["metadata"]["name"]): b for b in backups if policy_of(b) == policy}
+    chosen = restore_plan.choose_backup(
+        [restore_plan.candidate_of(b) for b in mine.values()], at, need
+    )
+    return mine.get(chosen) if chosen is not None else None
 
 
 # -- building resources ------------------------------------------------------------------------

@@ -150,8 +150,13 @@ def test_restorable_reason_names_what_is_wrong() -> None:
 
 def test_default_components_are_the_controllers() -> None:
     every = ["config", "volumes", "vault", "postgres"]
-    assert kp.touched_components(RestoreMode.IN_PLACE, every) == ["postgres", "vault"]
-    assert kp.touched_components(RestoreMode.DRILL, every) == ["postgres", "vault"]
+    assert kp.touched_components(RestoreMode.IN_PLACE, every) == [
+        "postgres",
+        "vault",
+        "config",
+        "volumes",
+    ]
+    assert kp.touched_components(RestoreMode.DRILL, every) == ["postgres", "vault", "volumes"]
     assert kp.touched_components(RestoreMode.DRILL, ["config"]) == []
     assert kp.touched_components(RestoreMode.IN_PLACE, every, ["config"]) == ["config"]
 
@@ -249,13 +254,16 @@ def test_targets_are_in_restore_order_and_subsets_filter_them() -> None:
         ("vault", "lamassu-kms", "kv-export", "2.0 KiB"),
         ("config", "config", "config-archive", "2.0 KiB"),
     ]
-    # config only when asked for, as the controller does
+    # by default everything in the set, as the controller does; a drill leaves config out
     default = kp.restore_targets(WITH_ARTIFACTS, RestoreMode.IN_PLACE, [], [])
     assert [t[:2] for t in default] == [
         ("postgres", "ca"),
         ("postgres", "kms"),
         ("vault", "lamassu-kms"),
+        ("config", "config"),
     ]
+    drill = kp.restore_targets(WITH_ARTIFACTS, RestoreMode.DRILL, [], [])
+    assert ("config", "config") not in [t[:2] for t in drill]
     only = kp.restore_targets(WITH_ARTIFACTS, RestoreMode.DRILL, ["postgres"], ["kms"])
     assert [t[1] for t in only] == ["kms"]
 
@@ -296,7 +304,7 @@ def test_plan_summary_lists_every_overwrite_and_the_rails() -> None:
         backup=WITH_ARTIFACTS, mode=RestoreMode.IN_PLACE, pre_restore_backup=False
     )
     text = kp.plan_summary(bare, namespace="lamassu", now=NOW)
-    assert "config-archive" not in text
+    assert "config  (config-archive, 2.0 KiB)" in text
     assert "none selected" in text
     assert "none (--no-pre-restore-backup)" in text
 

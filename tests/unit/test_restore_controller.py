@@ -119,14 +119,34 @@ def test_confirm_names_the_backup_or_the_bare_sets_folder() -> None:
     assert rp.confirm_name(None, "s3://b/p/ns/pol/20261124T100000Z-ab/") == "20261124T100000Z-ab"
 
 
-def test_components_default_to_what_the_runner_may_write() -> None:
-    assert rp.restore_components(in_place(), ["config", "postgres", "vault"]) == [
+def test_in_place_restores_everything_in_the_set_by_default() -> None:
+    """Config and the key volumes too: a filesystem engine's keys live on the kms volume, so a
+    restore of the databases alone would bring back CAs whose keys are gone."""
+    everything = ["awsKms", "volumes", "config", "vault", "postgres"]
+    assert rp.restore_components(in_place(), everything) == [
         "postgres",
         "vault",
+        "config",
+        "volumes",
+        "awsKms",
     ]
-    assert rp.restore_components(in_place(components=["postgres"]), ["postgres", "vault"]) == [
-        "postgres"
+    assert rp.restore_components(in_place(), ["postgres", "vault"]) == ["postgres", "vault"]
+    assert rp.restore_components(in_place(components=["postgres"]), everything) == ["postgres"]
+
+
+def test_a_drill_leaves_configuration_out() -> None:
+    drill = spec(mode="Drill")
+    assert rp.restore_components(drill, ["config", "postgres", "volumes"]) == [
+        "postgres",
+        "volumes",
     ]
+
+
+def test_a_bare_set_restores_what_has_a_target_and_the_configuration() -> None:
+    target = {"postgres": {"host": "pg", "credentialsSecret": {"name": "pg"}}}
+    bare = rp.restore_components(in_place(target=target), [], bare_set=True)
+    assert bare == ["postgres", "config"]
+    assert rp.restore_components(in_place(), [], bare_set=True) == ["config"]
 
 
 # -- one restore at a time -------------------------------------------------------------------

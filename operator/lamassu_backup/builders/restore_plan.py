@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..models.restore import RestoreMode, RestorePhase, RestoreSpec
@@ -43,9 +43,13 @@ DONE = frozenset(
 # Backup phases that count as a usable set.
 USABLE_BACKUP_PHASES = ("Completed", "PartiallyFailed")
 
-DEFAULT_IN_PLACE_COMPONENTS = ("postgres", "vault")
-"""What an in-place restore restores unless spec.components says otherwise: config needs write
-access to ConfigMaps and Secrets that the runner's account does not have by default."""
+COMPONENT_ORDER = ("postgres", "vault", "config", "volumes", "awsKms")
+"""Every component, in the order a restore takes them."""
+
+BARE_SET_COMPONENTS = ("postgres", "vault", "config")
+"""What a restore of a bare S3 set (no record in the cluster, so its contents are read only by the
+plan) restores unless spec.components says otherwise: the databases and key stores the spec
+has a target for, and the configuration; volumes need their claims to exist first."""
 
 
 def holds_namespace(mode: str | None, phase: str | None) -> bool:
@@ -131,6 +135,66 @@ class Candidate:
     """The run was asked for some components only (a config backup after a change, say)."""
 
 
+def _api_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def set_moment(body: dict[str, Any]) -> datetime | None:
+    """When a LamassuBackup's set was taken: its folder's time, else its scheduled time, its
+    start, its creation. One function, so the controller and ``kubectl lamassu`` pick the same
+    set for the same ``pointInTime``."""
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    folder = str(status.get("setTime") or "")
+    if layout.is_set_folder(folder):
+        with_time: datetime | None = None
+        try:
+            with_time = layout.parse_set_time(folder)
+        except ValueError:
+            with_time = None
+        if with_time is not None:
+            return with_time
+    return (
+        _api_time(spec.get("scheduledTime"))
+        or _api_time(status.get("startedAt"))
+        or _api_time((body.get("metadata") or {}).get("creationTimestamp"))
+    )
+
+
+def completed_components(body: dict[str, Any]) -> frozenset[str]:
+    """Components that completed in a set (its per-component results, else its artifacts)."""
+    status = body.get("status") or {}
+    results = status.get("components") or {}
+    if results:
+        return frozenset(
+            str(name)
+            for name, result in results.items()
+            if isinstance(result, dict) and result.get("phase") == "Completed"
+        )
+    return frozenset(
+        str(a.get("component")) for a in status.get("artifacts") or [] if a.get("component")
+    )
+
+
+def candidate_of(body: dict[str, Any]) -> Candidate:
+    """A LamassuBackup as the API returns it, as a candidate set."""
+    status = body.get("status") or {}
+    return Candidate(
+        name=str((body.get("metadata") or {}).get("name") or ""),
+        phase=str(status.get("phase") or ""),
+        set_time=set_moment(body),
+        location=status.get("location"),
+        components=completed_components(body),
+        subset=bool((body.get("spec") or {}).get("components")),
+    )
+
+
 def choose_backup(
     candidates: Iterable[Candidate],
     point_in_time: datetime | None,
@@ -138,19 +202,23 @@ def choose_backup(
 ) -> str | None:
     """The newest usable set taken at or before ``point_in_time`` (None: the newest of all).
 
-    It must hold every ``need``-ed component complete; with none named, only a run of every
-    component counts, so the config-only set a ConfigMap change made a minute ago never stands
-    in for the databases of the last full backup.
+    With components named (``need``), a Completed or PartiallyFailed set holding each of them
+    complete; with none named, only a Completed run of every component counts, so neither the
+    config-only set a ConfigMap change made a minute ago nor a set with a failed part stands in
+    for the last full backup.
     """
     wanted = set(need)
     usable = [
         c
         for c in candidates
-        if c.phase in USABLE_BACKUP_PHASES
-        and c.location
+        if c.location
         and c.set_time is not None
         and (point_in_time is None or c.set_time <= point_in_time)
-        and (wanted <= c.components if wanted else not c.subset)
+        and (
+            (c.phase in USABLE_BACKUP_PHASES and wanted <= c.components)
+            if wanted
+            else (c.phase == "Completed" and not c.subset)
+        )
     ]
     if not usable:
         return None
@@ -163,14 +231,32 @@ def confirm_name(backup: str | None, location: str) -> str:
     return backup or location.rstrip("/").rsplit("/", 1)[-1]
 
 
-def restore_components(spec: RestoreSpec, in_set: Iterable[str]) -> list[str]:
-    """The components this restore touches: the spec's, or the set's default ones."""
-    available = list(in_set)
+def restore_components(
+    spec: RestoreSpec, in_set: Iterable[str], *, bare_set: bool = False
+) -> list[str]:
+    """The components this restore touches: the spec's, or by default everything in the set.
+
+    In place, "everything" includes the configuration and the key volumes (the filesystem
+    engine's keys live there: a restore without them brings back CAs whose keys are gone); a
+    drill leaves configuration out (it has no scratch copy to restore into). A bare S3 set is
+    known only once planned: its default is :data:`BARE_SET_COMPONENTS`, postgres and vault only
+    with a target (``spec.target``) to restore into.
+    """
     if spec.components:
         return [str(c) for c in spec.components]
+    available = set(in_set)
+    if bare_set:
+        targets = spec.target
+        available = {
+            c
+            for c in BARE_SET_COMPONENTS
+            if c == "config"
+            or (c == "postgres" and targets is not None and targets.postgres is not None)
+            or (c == "vault" and targets is not None and targets.vault is not None)
+        }
     if spec.mode == RestoreMode.DRILL:
-        return [c for c in available if c in ("postgres", "vault")]
-    return [c for c in available if c in DEFAULT_IN_PLACE_COMPONENTS]
+        available.discard("config")
+    return [c for c in COMPONENT_ORDER if c in available]
 
 
 # -- one restore at a time per namespace ---------------------------------------------------

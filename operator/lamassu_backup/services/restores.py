@@ -430,18 +430,7 @@ class RestoreService:
         policy = spec.source.policy_ref.name
         moment = parse_point_in_time(spec.source.point_in_time)
         candidates = [
-            rp.Candidate(
-                name=b["metadata"]["name"],
-                phase=str((b.get("status") or {}).get("phase") or ""),
-                set_time=_set_moment(b),
-                location=(b.get("status") or {}).get("location"),
-                components=frozenset(
-                    c
-                    for c, result in ((b.get("status") or {}).get("components") or {}).items()
-                    if isinstance(result, dict) and result.get("phase") == "Completed"
-                ),
-                subset=bool((b.get("spec") or {}).get("components")),
-            )
+            rp.candidate_of(b)
             for b in self.kube.list_custom("LamassuBackup", ctx.namespace)
             if (b.get("spec") or {}).get("policyRef", {}).get("name") == policy
         ]
@@ -831,8 +820,9 @@ class RestoreService:
 
     def _components(self, ctx: _Ctx) -> list[str]:
         resolved = ctx.status.resolved_backup
-        in_set = (resolved.components if resolved else []) or list(rp.DEFAULT_IN_PLACE_COMPONENTS)
-        return rp.restore_components(ctx.spec, in_set)
+        bare = resolved is not None and resolved.name is None
+        in_set = resolved.components if resolved else []
+        return rp.restore_components(ctx.spec, in_set, bare_set=bare)
 
     def _source(self, ctx: _Ctx) -> RestoreSource:
         resolved = ctx.status.resolved_backup
@@ -949,21 +939,6 @@ def _workload(obj: dict[str, Any]) -> rp.Workload:
         running=running,
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
-    )
-
-
-def _set_moment(body: dict[str, Any]) -> datetime | None:
-    """When a set was taken: its folder's time, else its scheduled time, its start, its creation
-    (the same order ``kubectl lamassu`` uses, so both pick the same set)."""
-    status = body.get("status") or {}
-    spec = body.get("spec") or {}
-    folder = str(status.get("setTime") or "")
-    if layout.is_set_folder(folder):
-        return layout.parse_set_time(folder)
-    return (
-        parse_time(spec.get("scheduledTime"))
-        or parse_time(status.get("startedAt"))
-        or parse_time((body.get("metadata") or {}).get("creationTimestamp"))
     )
 
 
