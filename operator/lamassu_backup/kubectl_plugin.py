@@ -781,7 +781,9 @@ def render_restore(obj: dict[str, Any], now: datetime) -> str:
         )
         if plan
         else None,
-        "not planned yet",
+        "filled in by the drill's Job: it restores into scratch targets only"
+        if (obj.get("spec") or {}).get("mode") == "Drill"
+        else "not planned yet",
     )
     out += _section(
         "Steps",

@@ -702,7 +702,14 @@ class RestoreService:
         state = self._job(ctx, "restore", self._components(ctx))
         result = state.result
         evidence = dict(result.evidence) if result else {}
-        evidence.pop("plan", None)
+        planned = evidence.pop("plan", None) or []
+        if not ctx.status.plan and isinstance(planned, list):
+            # A drill has no plan Job: its restore Job's own plan (scratch targets) is the plan.
+            ctx.status.plan = [
+                PlanItem.model_validate(item)
+                for item in planned
+                if isinstance(item, dict) and "target" in item
+            ]
         ctx.status.evidence = {**ctx.status.evidence, **evidence}
         if result is not None:
             ctx.status.components = dict(result.components)

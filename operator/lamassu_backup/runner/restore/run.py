@@ -205,12 +205,9 @@ class RestoreRun:
 
     # -- plan ------------------------------------------------------------------------------------
 
-    def plan(self) -> None:
-        """Verify the set and report what a restore would change, in order; change nothing."""
-        self.load()
-        with self.phase("verify"):
-            for part in self.active:
-                part.verify("plan")
+    def record_plan(self) -> None:
+        """What each component will overwrite, in order, into ``evidence.plan`` (a drill: its
+        scratch targets, so ``kubectl lamassu restore describe`` shows a drill's plan too)."""
         plan: list[dict[str, str]] = []
 
         def item_of(component: str) -> PlanItem:
@@ -225,6 +222,14 @@ class RestoreRun:
         for part in self.active:
             part.plan(item_of(part.name), self.cfg.mode == "Drill")
         self.evidence["plan"] = plan
+
+    def plan(self) -> None:
+        """Verify the set and report what a restore would change, in order; change nothing."""
+        self.load()
+        with self.phase("verify"):
+            for part in self.active:
+                part.verify("plan")
+        self.record_plan()
         for component in self.components:
             self.result.components[component] = "Planned"
         self.result.ok = True
@@ -313,6 +318,7 @@ class RestoreRun:
             with self.phase("verify"):
                 for part in self.active:
                     part.verify("drill")
+            self.record_plan()
             for part in self.active:
                 part.drill()
             for part in self.active:
