@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lamassu_platform import figures
 from lamassu_platform.controlplane import ControlPlane
 from lamassu_platform.podrunner import PodRunner
 
@@ -39,8 +40,12 @@ def pod_runner(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fault matrix's figures (cell, where the fault was injected, end state, seconds), when
+    """The run's figures (fuzz, leak scans) and the fault matrix's (cell, where the fault was injected, end state, seconds), when
     a fault-matrix file ran (tests/integration/faults.py records them)."""
+    summary = figures.text()
+    if summary:
+        terminalreporter.section("figures")
+        terminalreporter.write(summary)
     faults = sys.modules.get("integration.faults")
     matrix = getattr(faults, "MATRIX", None)
     if matrix is None or not matrix.cells:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from lamassu_backup.models.backup import BackupSpec
 from lamassu_backup.models.policy import BackupPolicySpec
 from lamassu_backup.models.restore import RestoreSpec
+from lamassu_platform import figures
 
 from .conftest import GROUP, VERSION, Cluster, Operator
 
@@ -384,9 +385,10 @@ def test_fuzzed_input_is_refused_or_reported(cluster: Cluster, operator: Operato
     assert "Traceback" not in log, log[log.find("Traceback") - 1500 :][:5000]
     assert operator.running
     total = tally.refused + len(tally.accepted_invalid) + len(tally.accepted_valid)
-    print(
-        f"\nfuzz: {total} cases; refused by the apiserver {tally.refused}; accepted and reported "
+    figures.record(
+        "fuzz",
+        f"{total} cases; refused by the apiserver {tally.refused}; accepted and reported "
         f"by the operator {len(tally.accepted_invalid)}; valid and handled "
-        f"{len(tally.accepted_valid)}; crashes 0"
+        f"{len(tally.accepted_valid)}; crashes 0",
     )
     cluster.core.delete_namespace(ns)

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from . import figures
+
 PUBLIC_PARTS = ("public", "recipient", ".crt", "cert", ".pub")
 """Secret keys holding public material (matched case-insensitively anywhere in the key)."""
 
@@ -175,6 +177,8 @@ def pytest_runtest_makereport(
         item.warn(pytest.PytestWarning(f"leak scanner could not scan: {type(exc).__name__}"))
         return
     hits = find(needles, haystacks)
+    figures.count("leak scanner", "tests scanned")
+    figures.count("leak scanner", "hits", len(hits))
     if hits:
         report.outcome = "failed"
         report.longrepr = "secret values leaked:\n  " + "\n  ".join(hits)
