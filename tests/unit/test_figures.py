@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 
 from lamassu_platform import figures
 
 
 def test_sections_lines_and_counters(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(figures, "_LINES", figures.defaultdict(list))
-    monkeypatch.setattr(figures, "_COUNTS", figures.defaultdict(lambda: figures.defaultdict(int)))
+    monkeypatch.setattr(figures, "_LINES", defaultdict(list))
+    monkeypatch.setattr(figures, "_COUNTS", defaultdict(lambda: defaultdict(int)))
     assert figures.text() == ""
     figures.record("fuzz", "500 cases; crashes 0")
     figures.count("leak scanner", "tests scanned")
