@@ -1,6 +1,8 @@
 """Backup benchmark: the runner against the runbook's pipeline and the source's own limit.
 
-On synthetic Lamassu data of the requested size (six databases), in one run:
+On Lamassu data of the requested size (six databases), in one run. The data is datagen's:
+the real v3.8.0 schema (tests/platform/test_datagen_schema.py holds it to what the real
+migrations create), scaled up with synthetic rows shaped like the real ones.
 
 - ``pg_dump -Fc -Z0 | zstd -1 > /dev/null``: the source limit (dump and compress, nothing else);
 - ``pg_dump -Fc > /dev/null``: pg_dump with its default compression, for reference;
@@ -220,7 +222,8 @@ def main() -> int:
 
     print()
     print(
-        f"Backup of {args.size_mib} MiB of synthetic Lamassu data (six databases), S3 server on this machine"
+        f"Backup of {args.size_mib} MiB of Lamassu data (the real v3.8.0 schema, six databases), "
+        "S3 server on this machine"
     )
     print(table(rows, "source limit: pg_dump -Fc -Z0 | zstd -1"))
     runbook = next(r for r in rows if r.name.startswith("runbook"))

@@ -1,6 +1,7 @@
 """Restore benchmark: the runner against the runbook's restore and pg_restore's own limit.
 
-On synthetic Lamassu data of the requested size (six databases), in one run, each approach
+On Lamassu data of the requested size (six databases: datagen's, the real v3.8.0 schema with
+synthetic rows shaped like the real ones, see bench/backup.py), in one run, each approach
 restoring all six databases:
 
 - ``pg_restore -j1`` (and ``-j2``) from local plain custom-format dump files: the limit (no
@@ -319,7 +320,8 @@ def report(rows: list[Measurement], notes: list[str], size_mib: int) -> None:
     rows = medians(rows)
     print()
     print(
-        f"Restore of {size_mib} MiB of synthetic Lamassu data (six databases), S3 on this machine"
+        f"Restore of {size_mib} MiB of Lamassu data (the real v3.8.0 schema, six databases), "
+        "S3 on this machine"
     )
     print(table(rows, rows[0].name))
     for note in notes:

@@ -104,7 +104,7 @@ stage_lamassu_context() {
     local bin
     bin="$(bash "$repo/scripts/build-lamassu.sh" | tail -n 1)"
     lamassu_ctx="$(mktemp -d "$cache/tmp/lamassu.XXXXXX")"
-    for f in ca kms goose-lamassu LICENSE; do
+    for f in ca kms va device-manager dms-manager alerts goose-lamassu LICENSE; do
         ln "$bin/$f" "$lamassu_ctx/$f" 2>/dev/null || cp "$bin/$f" "$lamassu_ctx/$f"
     done
 }
@@ -159,7 +159,8 @@ for name in "${images[@]}"; do
 done
 # The cache grows by a few hundred MiB per source change: keep the newest builds of each image
 # (and every bundle some running container still has as its overlay lower directory), and drop
-# buildah's dangling images (old builds, old layer cache) once they are older than a day.
+# buildah's dangling images (old builds, old layer cache) once they are older than two hours
+# (with vfs storage every layer is a full copy: a busy day of source changes filled 60 GB).
 for name in "${images[@]}"; do
     ls -t "$cache/keys/$name"-* 2>/dev/null | tail -n +5 | while read -r old; do
         old_bundle="$(cut -d' ' -f2 "$old")"
@@ -170,7 +171,7 @@ for name in "${images[@]}"; do
         fi
     done
 done
-cutoff=$(( $(date +%s) - 86400 ))
+cutoff=$(( $(date +%s) - 7200 ))
 "${bah[@]}" images --filter dangling=true --format '{{.ID}} {{.CreatedAtRaw}}' 2>/dev/null \
     | while read -r id created _; do
         ts="$(date -d "$created" +%s 2>/dev/null || echo "$cutoff")"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the real Lamassu IoT services the tests run (ca, kms, goose-lamassu, and va,
-# device-manager, dms-manager, alerts) from the pinned v3.8.0 source into a cache outside the
-# checkout, keyed by the version and the source archive's sha256, so warm runs do no work.
+# Build the real Lamassu IoT services the tests run (ca, kms, va, device-manager, dms-manager,
+# alerts, and goose-lamassu) from the pinned v3.8.0 source into a cache outside the checkout,
+# keyed by the version and the source archive's sha256, so warm runs do no work. All six services
+# start without a message bus (tests/lamassu_platform/lamassu.py says what that loses).
 #
 # Why the replace lines: the source is a Go workspace whose modules require each other at v3.8.0,
 # and the Go module proxy refuses every github.com/lamassuiot/lamassuiot/... module (403). One
@@ -12,8 +13,7 @@
 # shallow clone of the tag from the public repository (keyed by the tag's commit instead).
 #
 # Usage: scripts/build-lamassu.sh  -> the bin directory is the last line on stdout
-# Env:   LAMASSU_CACHE / XDG_CACHE_HOME (cache root), LAMASSU_SOURCE (another archive),
-#        LAMASSU_BUILD_ALL=1 (also va, device-manager, dms-manager, alerts)
+# Env:   LAMASSU_CACHE / XDG_CACHE_HOME (cache root), LAMASSU_SOURCE (another archive)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,8 +28,7 @@ repo_url="https://github.com/lamassuiot/lamassuiot.git"
 archive="${LAMASSU_SOURCE:-${repo_root}/../shared/lamassu/lamassuiot-${version}.tar.gz}"
 archive_sha="227f39002ce78b728d130cd4b90a5f2429cb286b4ba409d933c5a178bb0ba4e3"
 cache="${LAMASSU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lamassu-backup}"
-required=(ca kms goose-lamassu)
-optional=(va device-manager dms-manager alerts)
+required=(ca kms va device-manager dms-manager alerts goose-lamassu)
 
 if [[ -f "${archive}" ]]; then
     got="$(sha256sum "${archive}" | cut -d' ' -f1)"
@@ -95,16 +94,11 @@ if ! have_all; then
         } >>"${src}/go.work"
         out="${work}/bin"
         mkdir -p "${out}"
+        # One go build for all: the services share most packages, so each more costs little.
         (cd "${src}" && go build -trimpath -ldflags "-s -w" -o "${out}/" \
-            ./backend/cmd/ca ./backend/cmd/kms ./engines/storage/postgres/cmd/goose-lamassu) >&2
-        # The other four services are not needed by the tests (they need a message bus); built
-        # only on request, to keep a cold CI build short.
-        [[ "${LAMASSU_BUILD_ALL:-0}" == 1 ]] || optional=()
-        for svc in "${optional[@]}"; do
-            if ! (cd "${src}" && go build -trimpath -ldflags "-s -w" -o "${out}/" "./backend/cmd/${svc}") >&2; then
-                echo "build-lamassu: ${svc} did not build; continuing without it" >&2
-            fi
-        done
+            ./backend/cmd/ca ./backend/cmd/kms ./backend/cmd/va ./backend/cmd/device-manager \
+            ./backend/cmd/dms-manager ./backend/cmd/alerts \
+            ./engines/storage/postgres/cmd/goose-lamassu) >&2
         cp "${src}/LICENSE" "${out}/LICENSE"
         mv -f "${out}"/* "${bin_dir}/"
         touch "${bin_dir}/.complete"

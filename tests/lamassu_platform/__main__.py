@@ -31,7 +31,7 @@ def _serve(state: Path, data_mib: int) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     # Every Pod from its image (the demo's backup Jobs and the operator): runc, unless
     # LAMASSU_POD_RUNTIME=host asks for the host-process debugging mode.
-    # The real Lamassu (kms and ca) protects the demo's data, unless LAMASSU_PLATFORM_REAL=0.
+    # The real Lamassu (all six services) protects the demo's data, unless LAMASSU_PLATFORM_REAL=0.
     platform = Platform(
         state / "run",
         data_mib=data_mib,

@@ -195,7 +195,7 @@ def main() -> int:
         for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
             print(f"  {item['Size']:>12}  {item['Key'][len(prefix) :]}")
     if env.get("LAMASSU_CA_URL"):
-        print(lamassu_summary(env["LAMASSU_CA_URL"], env["LAMASSU_KMS_URL"]))
+        print(lamassu_summary(lamassu_urls(env)))
     phase = status.get("phase")
     print(
         f"\nbackup {name}: {phase}. Try: . {state}/env; kubectl describe lamassubackup {name} -n {namespace}"
@@ -206,17 +206,35 @@ def main() -> int:
     return 0 if phase == "Completed" else 1
 
 
-def lamassu_summary(ca_url: str, kms_url: str) -> str:
+def lamassu_urls(env: dict[str, str]) -> dict[str, str]:
+    """Service name -> base URL, from the platform's ``LAMASSU_<SERVICE>_URL`` variables."""
+    from .lamassu import SERVICES
+
+    names = {f"LAMASSU_{n.upper().replace('-', '_')}_URL": n for n in SERVICES}
+    return {names[k]: v for k, v in env.items() if k in names}
+
+
+def lamassu_summary(urls: dict[str, str]) -> str:
     """What the protected Lamassu holds, in its own API's words (not the backup's)."""
     from .lamassu import LamassuClient
 
+    api = LamassuClient.of(urls)
     try:
-        cas, certificates = LamassuClient(ca_url, kms_url).stats()
+        cas, certificates = api.stats()
+        health = api.health_by_service()
+        counts = [f"{cas} CAs", f"{certificates} certificates"]
+        if "device-manager" in urls:
+            counts.append(f"{api.device_count()} devices")
+        if "dms-manager" in urls:
+            counts.append(f"{api.dms_count()} DMSs")
     except Exception as exc:  # noqa: BLE001 - the demo says why, it does not hide the backup's result
-        return f"\nLamassu IoT v3.8.0 at {ca_url}: its API did not answer ({type(exc).__name__})"
+        return (
+            f"\nLamassu IoT v3.8.0 at {urls['ca']}: its API did not answer ({type(exc).__name__})"
+        )
+    services = ", ".join(f"{n} {'healthy' if ok else 'DOWN'}" for n, ok in health.items())
     return (
-        f"\nLamassu IoT v3.8.0 (the real ca and kms services) at {ca_url}: "
-        f"{cas} CAs, {certificates} certificates, as its API (/v1/stats) reports them"
+        f"\nLamassu IoT v3.8.0 (the real services: {services}) at {urls['ca']}: "
+        f"{', '.join(counts)}, as its APIs (/v1/stats) report them"
     )
 
 

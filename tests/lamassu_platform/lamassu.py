@@ -1,15 +1,28 @@
-"""The real Lamassu IoT v3.8.0 services (``kms`` then ``ca``) against the platform's PostgreSQL.
+"""The real Lamassu IoT v3.8.0 services (``kms``, ``ca``, and on request ``device-manager``,
+``va``, ``dms-manager``, ``alerts``) against the platform's PostgreSQL.
 
 Why: the subject of every backup and restore test is the real Lamassu, not a copy of its schema.
 The binaries are built from the pinned source by ``scripts/build-lamassu.sh`` (cached outside the
 checkout). The services never migrate their databases: as the chart's hook Jobs do, we create the
-six databases and run ``goose-lamassu <dsn> up`` for each before the first start.
+six databases and run ``goose-lamassu <dsn> up`` for each before the first start (as the
+chart's ``migration-db-<db>`` Jobs from the image when the services run as workloads).
 
 The kms has two crypto engines, as an install can: ``filesystem-1`` (the chart's default, one PEM
 file per key id in a directory that stands for the PVC) and ``vault-1`` (Vault KV v2 on the
 platform's OpenBao, AppRole login, as Lamassu's own tests set it up). The configuration is the
 chart's: ConfigMaps ``kms-config`` and ``ca-config``, key ``config``; :meth:`Lamassu.configmaps`
-gives them as objects to install. Two ways to run the services:
+gives them as objects to install.
+
+All six start without a message bus (each assembler in ``backend/pkg/assemblers/`` builds its
+publisher and subscriber only ``if conf.<...>EventBus.Enabled``), so ``services=SERVICES`` runs
+the whole backend. What is lost without the bus: the va creates a CA's ``va_role`` only on the
+``ca.#`` events it subscribes to, and the device manager updates devices only on
+``certificate.#`` events; their HTTP APIs and databases work. The dms-manager needs a
+``downstream_cert_file`` (the chart's ``downstream-cert`` Secret). The tests start only
+``CORE_SERVICES`` unless they ask: each further service costs about 0.1 s as a process and a
+Pod start as a workload.
+
+Two ways to run the services:
 
 - as the chart's workloads (``pods=`` a :class:`~.lamassu_pods.LamassuPods`): kms a StatefulSet
   with its filesystem engine on the PVC ``golang-engine-storage-kms-0``, ca a Deployment, both from
@@ -34,7 +47,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,12 +60,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from . import sample
 from ._util import REPO_ROOT, free_port, stop_process, wait_for
-from .lamassu_pods import FS_MOUNT, VAULT_CA_CONFIGMAP, VAULT_CA_DIR, LamassuPods
+from .lamassu_pods import (
+    CRL_MOUNT,
+    DOWNSTREAM_CERT,
+    FS_MOUNT,
+    VAULT_CA_CONFIGMAP,
+    VAULT_CA_DIR,
+    LamassuPods,
+)
 from .openbao import OpenBao
 from .postgres import PostgresServer
 
 VERSION = "v3.8.0"
+SERVICES = ("kms", "ca", "device-manager", "va", "dms-manager", "alerts")
+"""Every backend service of v3.8.0, in start order: each calls only those before it (ca the
+kms; va the ca and kms; dms-manager the ca and device-manager)."""
+CORE_SERVICES = ("kms", "ca")
+"""What keys and signing need; the default, so a test pays only for what it uses."""
 DATABASES = ("ca", "devicemanager", "dmsmanager", "alerts", "va", "kms")
 """Fixed in the services and in goose-lamassu (the migration folder is chosen by this name)."""
 DB_USER = "lamassu"
@@ -138,6 +164,21 @@ def _server(port: int) -> dict[str, Any]:
     }
 
 
+_BUS_OFF: dict[str, Any] = {"enabled": False}
+
+
+def http_client(port: int) -> dict[str, Any]:
+    """A ``*_client`` section (``cconfig.HTTPClient``): another service over loopback, no auth."""
+    return {
+        "auth_mode": "noauth",
+        "protocol": "http",
+        "hostname": "127.0.0.1",
+        "port": port,
+        "base_path": "",
+        "insecure_skip_verify": False,
+    }
+
+
 def _storage(pg: PostgresServer, password: str) -> dict[str, Any]:
     """Flat, as v3.8.0 reads it; no database name (each service knows its own)."""
     return {
@@ -205,18 +246,89 @@ def ca_config(*, port: int, kms_port: int, pg: PostgresServer, db_password: str)
         "server": _server(port),
         "publisher_event_bus": {"enabled": False},
         "storage": _storage(pg, db_password),
-        "kms_client": {
-            "auth_mode": "noauth",
-            "protocol": "http",
-            "hostname": "127.0.0.1",
-            "port": kms_port,
-            "base_path": "",
-            "insecure_skip_verify": False,
-        },
+        "kms_client": http_client(kms_port),
         "certificate_monitoring_job": {"enabled": False, "frequency": "* * * * *"},
         "va_server_domains": ["va.lamassu.test"],
         "allow_cascade_delete": False,
     }
+
+
+def _common(port: int, pg: PostgresServer, db_password: str, *buses: str) -> dict[str, Any]:
+    """What every service's config starts with; each ``<bus>_event_bus`` named is off."""
+    return {
+        "logs": {"level": "info"},
+        "server": _server(port),
+        "storage": _storage(pg, db_password),
+        **{f"{bus}_event_bus": _BUS_OFF for bus in buses},
+    }
+
+
+def va_config(
+    ports: Mapping[str, int], pg: PostgresServer, db_password: str, *, crl_dir: Path
+) -> dict[str, Any]:
+    """``va-config`` (``config.VAconfig``): CRLs on the local file store, all three buses off.
+    ``ports``: each service's port by name (here and in the builders below)."""
+    return {
+        **_common(ports["va"], pg, db_password, "publisher", "subscriber", "subscriber_dlq"),
+        "filesystem_storage": {
+            "id": "local-crl",
+            "type": "local",
+            "storage_directory": str(crl_dir),
+        },
+        "crl_monitoring_job": {"enabled": False, "frequency": "* * * * *"},
+        "ca_client": http_client(ports["ca"]),
+        "kms_client": http_client(ports["kms"]),
+        "va_domains": ["va.lamassu.test"],
+    }
+
+
+def device_manager_config(
+    ports: Mapping[str, int], pg: PostgresServer, db_password: str
+) -> dict[str, Any]:
+    """``device-manager-config`` (``config.DeviceManagerConfig``): the ca over HTTP, buses off."""
+    return {
+        **_common(
+            ports["device-manager"], pg, db_password, "publisher", "subscriber", "subscriber_dlq"
+        ),
+        "ca_client": http_client(ports["ca"]),
+    }
+
+
+def dms_manager_config(
+    ports: Mapping[str, int], pg: PostgresServer, db_password: str, *, downstream_cert: Path
+) -> dict[str, Any]:
+    """``dms-manager-config`` (``config.DMSconfig``): it exits at start without a readable
+    ``downstream_cert_file`` (``AssembleDMSManagerService``: "could not read downstream
+    certificate")."""
+    return {
+        **_common(ports["dms-manager"], pg, db_password, "publisher"),
+        "ca_client": http_client(ports["ca"]),
+        "device_manager_client": http_client(ports["device-manager"]),
+        "downstream_cert_file": str(downstream_cert),
+    }
+
+
+def alerts_config(ports: Mapping[str, int], pg: PostgresServer, db_password: str) -> dict[str, Any]:
+    """``alerts-config`` (``config.AlertsConfig``): no bus, an SMTP server it never reaches
+    (mail goes out only for subscriptions fed by events)."""
+    return {
+        **_common(ports["alerts"], pg, db_password, "subscriber", "subscriber_dlq"),
+        "smtp_server": {
+            "from": "lamassu@lamassu.test",
+            "host": "127.0.0.1",
+            "port": 25,
+            "username": "",
+            "password": "",
+            "ssl": False,
+            "insecure": False,
+        },
+    }
+
+
+def downstream_ca_pem(common_name: str = "Lamassu Root Downstream CA") -> bytes:
+    """A self-signed root, what the chart's ``downstream-cert`` Secret holds as ``ca.crt``
+    (made as the sample install makes its own)."""
+    return sample._tls_pair(common_name)[0]
 
 
 def migrate(pg: PostgresServer, bin_dir: Path, password: str, databases: tuple[str, ...]) -> None:
@@ -348,13 +460,33 @@ class Certificate:
 
 
 class LamassuClient:
-    """The few calls of the ca (and kms) HTTP API the tests need; raises :class:`LamassuError`."""
+    """The few calls of the ca (and kms, device-manager, dms-manager) HTTP APIs the tests
+    need; raises :class:`LamassuError`. ``others``: base URLs of further services by name."""
 
-    def __init__(self, ca_url: str, kms_url: str, *, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        ca_url: str,
+        kms_url: str,
+        *,
+        others: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> None:
         self.ca_url = ca_url.rstrip("/")
         self.kms_url = kms_url.rstrip("/")
+        self.others = {k: v.rstrip("/") for k, v in (others or {}).items()}
         self.timeout = timeout
         self.session = requests.Session()
+
+    @classmethod
+    def of(cls, urls: Mapping[str, str], *, timeout: float = 30) -> LamassuClient:
+        """A client for the services in ``urls`` (name -> base URL; ca and kms required)."""
+        others = {k: v for k, v in urls.items() if k not in CORE_SERVICES}
+        return cls(urls["ca"], urls["kms"], others=others, timeout=timeout)
+
+    def _other(self, service: str) -> str:
+        if service not in self.others:
+            raise LookupError(f"this client has no URL for Lamassu {service}")
+        return self.others[service]
 
     def _call(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
         resp = self.session.request(method, url, json=body, timeout=self.timeout)
@@ -363,12 +495,21 @@ class LamassuClient:
         return resp.json() if resp.content else None
 
     def health(self) -> bool:
-        """Both services' ``/health``: true says the process runs, nothing about keys or data."""
-        for url in (self.kms_url, self.ca_url):
-            resp = self.session.get(f"{url}/health", timeout=5)
-            if resp.status_code != 200 or resp.json().get("health") is not True:
-                return False
-        return True
+        """Every service's ``/health``: true says the processes run, nothing about keys or
+        data."""
+        return all(self.health_by_service().values())
+
+    def health_by_service(self) -> dict[str, bool]:
+        """``/health`` of each service, by name (false when it does not answer)."""
+        urls = {"kms": self.kms_url, "ca": self.ca_url, **self.others}
+        out = {}
+        for name, url in urls.items():
+            try:
+                resp = self.session.get(f"{url}/health", timeout=5)
+                out[name] = resp.status_code == 200 and resp.json().get("health") is True
+            except (requests.RequestException, ValueError):
+                out[name] = False
+        return out
 
     def create_profile(self, name: str, *, sign_as_ca: bool = False, duration: str = "30d") -> str:
         """An issuance profile; returns its id."""
@@ -452,6 +593,28 @@ class LamassuClient:
         body = self._call("GET", f"{self.ca_url}/v1/stats")
         return int(body["cas"]["total"]), int(body["certificates"]["total"])
 
+    def create_device(self, device_id: str, *, dms_id: str) -> dict[str, Any]:
+        """A device in the device manager (status NO_IDENTITY until a certificate is bound).
+        ``dms_id``, ``icon`` and ``icon_color`` are required; the DMS is not looked up."""
+        body = {
+            "id": device_id,
+            "alias": device_id,
+            "tags": ["tests"],
+            "metadata": {},
+            "dms_id": dms_id,
+            "icon": "CgSmartphoneChip",
+            "icon_color": "#0068D1-#F1F2F8",
+        }
+        return dict(self._call("POST", f"{self._other('device-manager')}/v1/devices", body))
+
+    def device_count(self) -> int:
+        """Devices as the device manager's ``/v1/stats`` reports them."""
+        return int(self._call("GET", f"{self._other('device-manager')}/v1/stats")["total"])
+
+    def dms_count(self) -> int:
+        """DMSs as the dms-manager's ``/v1/stats`` reports them."""
+        return int(self._call("GET", f"{self._other('dms-manager')}/v1/stats")["total"])
+
     def kms_keys(self) -> list[dict[str, Any]]:
         """Every key the kms knows (its database view, not the engines')."""
         return list(self._all(f"{self.kms_url}/v1/keys"))
@@ -462,12 +625,14 @@ class LamassuClient:
 
 
 class Lamassu:
-    """Databases migrated, then ``kms`` and ``ca`` running; ``stop()`` ends both.
+    """Databases migrated, then ``services`` running (``kms`` and ``ca`` at least, started in
+    :data:`SERVICES` order); ``stop()`` ends them in reverse.
 
-    ``root`` holds ``config/`` (the two config files), ``crypto/fs`` (the filesystem engine's
-    keys: stands for the ``golang-engine-storage`` PVC; with ``pods``, the PVC's own folder is
-    used) and ``logs/``. With ``openbao`` given, the kms gets the ``vault-1`` engine on its
-    ``vault_mount`` too.
+    ``root`` holds ``config/`` (one config file per service, and the dms-manager's downstream
+    CA certificate), ``crypto/fs`` (the filesystem engine's keys: stands for the
+    ``golang-engine-storage`` PVC), ``crl/`` (the va's file store: stands for
+    ``local-crl-file-storage``; with ``pods``, the PVCs' own folders are used) and ``logs/``.
+    With ``openbao`` given, the kms gets the ``vault-1`` engine on its ``vault_mount`` too.
     """
 
     def __init__(
@@ -480,7 +645,16 @@ class Lamassu:
         bin_dir: Path | None = None,
         start_timeout: float = 30,
         pods: LamassuPods | None = None,
+        services: Sequence[str] = CORE_SERVICES,
     ) -> None:
+        unknown = set(services) - set(SERVICES)
+        needs = {*CORE_SERVICES, *(("device-manager",) if "dms-manager" in services else ())}
+        if unknown or not needs <= set(services):
+            raise ValueError(
+                f"services {sorted(services)}: each must be one of {SERVICES}, with"
+                f" {sorted(needs)} among them (what the others call)"
+            )
+        self.services = tuple(s for s in SERVICES if s in services)
         self.root = root.resolve()
         self.pods = pods
         self.pg = pg
@@ -490,9 +664,9 @@ class Lamassu:
         self.start_timeout = start_timeout
         self.config_dir = self.root / "config"
         self.fs_dir = pods.fs_dir if pods is not None else self.root / "crypto" / "fs"
+        self.crl_dir = pods.crl_dir if pods is not None else self.root / "crl"
         self.log_dir = self.root / "logs"
-        self.kms_port = 0
-        self.ca_port = 0
+        self.ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
         self._password = ""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -517,7 +691,7 @@ class Lamassu:
         return self.root / "db.password"
 
     def start(self) -> Self:
-        """Role and databases (once), migrations, configs, then kms and ca up and healthy."""
+        """Role and databases (once), migrations, configs, then every service up and healthy."""
         began = time.monotonic()
         if self.bin_dir is None:
             self.bin_dir = lamassu_bin_dir()
@@ -525,6 +699,8 @@ class Lamassu:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.pods is None:
             self.fs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if "va" in self.services:
+                self.crl_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.prepare_databases()
             self.write_configs()
@@ -536,7 +712,8 @@ class Lamassu:
         return self
 
     def prepare_databases(self) -> None:
-        """The ``lamassu`` role and the six databases, migrated; keeps what already exists."""
+        """The ``lamassu`` role and the six databases, migrated (by Jobs with ``pods``);
+        keeps what already exists."""
         assert self.bin_dir is not None
         if self.password_file.exists():
             self._password = self.password_file.read_text().strip()
@@ -562,12 +739,23 @@ class Lamassu:
                     f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {DB_USER};",
                     db,
                 )
-        migrate(self.pg, self.bin_dir, self._password, DATABASES)
+        if self.pods is not None:
+            # As the chart does it: a hook Job per database, from the image.
+            self.pods.migrate(
+                DATABASES,
+                host=self.pg.host,
+                port=self.pg.port,
+                user=DB_USER,
+                password=self._password,
+            )
+        else:
+            migrate(self.pg, self.bin_dir, self._password, DATABASES)
 
     def write_configs(self) -> None:
-        """``kms-config`` and ``ca-config`` as files (0600); ports are picked once."""
-        self.kms_port = self.kms_port or free_port()
-        self.ca_port = self.ca_port or free_port()
+        """One config file (0600) per service, as its ``<name>-config`` ConfigMap holds it;
+        ports are picked once."""
+        for name in self.services:
+            self.ports[name] = self.ports.get(name) or free_port()
         vault = None
         if self.openbao is not None:
             role_id, secret_id = setup_approle(self.openbao, self.vault_mount)
@@ -581,30 +769,48 @@ class Lamassu:
                 role_id=role_id,
                 secret_id=secret_id,
             )
-        self._configs = {
+        in_pod = self.pods is not None
+        ports, pg, pw = self.ports, self.pg, self._password
+        cfgs = {
             "kms": kms_config(
-                port=self.kms_port,
-                pg=self.pg,
-                db_password=self._password,
-                fs_dir=Path(FS_MOUNT) if self.pods is not None else self.fs_dir,
+                port=ports["kms"],
+                pg=pg,
+                db_password=pw,
+                fs_dir=Path(FS_MOUNT) if in_pod else self.fs_dir,
                 vault=vault,
             ),
-            "ca": ca_config(
-                port=self.ca_port, kms_port=self.kms_port, pg=self.pg, db_password=self._password
-            ),
+            "ca": ca_config(port=ports["ca"], kms_port=ports["kms"], pg=pg, db_password=pw),
         }
+        if "device-manager" in self.services:
+            cfgs["device-manager"] = device_manager_config(ports, pg, pw)
+        if "va" in self.services:
+            crl_dir = Path(CRL_MOUNT) if in_pod else self.crl_dir
+            cfgs["va"] = va_config(ports, pg, pw, crl_dir=crl_dir)
+        if "dms-manager" in self.services:
+            cert = Path(DOWNSTREAM_CERT) if in_pod else self.downstream_cert_path
+            if not in_pod and not cert.exists():
+                cert.write_bytes(downstream_ca_pem())
+            cfgs["dms-manager"] = dms_manager_config(ports, pg, pw, downstream_cert=cert)
+        if "alerts" in self.services:
+            cfgs["alerts"] = alerts_config(ports, pg, pw)
+        self._configs = cfgs
         for name, cfg in self._configs.items():
             path = self.config_path(name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 yaml.safe_dump(cfg, fh, sort_keys=False)
 
+    @property
+    def downstream_cert_path(self) -> Path:
+        """The dms-manager's downstream CA certificate as a host process reads it."""
+        return self.config_dir / "downstream-ca.crt"
+
     def config_path(self, service: str) -> Path:
         """The config file a service reads (``LAMASSU_CONFIG_FILE``)."""
         return self.config_dir / f"{service}-config.yml"
 
     def configmaps(self, namespace: str) -> list[dict[str, Any]]:
-        """The chart's ConfigMaps for the two services (``<name>-config``, key ``config``)."""
+        """The chart's ConfigMaps of the services run (``<name>-config``, key ``config``)."""
         return [
             {
                 "apiVersion": "v1",
@@ -616,15 +822,18 @@ class Lamassu:
                 },
                 "data": {"config": self.config_path(name).read_text()},
             }
-            for name in ("kms", "ca")
+            for name in self.services
         ]
 
     def start_services(self) -> None:
-        """kms, then ca (it needs the kms), each until ``/health`` answers."""
+        """In :data:`SERVICES` order (each needs those before it), each until ``/health``
+        answers."""
         if self.pods is not None:
             self._apply_configmaps()
-        for name, port in (("kms", self.kms_port), ("ca", self.ca_port)):
-            self.start_service(name, port)
+            if "dms-manager" in self.services:
+                self.pods.ensure_downstream_secret(downstream_ca_pem())
+        for name in self.services:
+            self.start_service(name, self.ports[name])
 
     def _apply_configmaps(self) -> None:
         """The chart's ConfigMaps (and the Vault engine's CA) in the workloads' namespace."""
@@ -708,13 +917,14 @@ class Lamassu:
             stop_process(proc)
 
     def stop(self) -> None:
-        """ca first (it calls the kms), then kms; every process is waited for."""
-        for name in ("ca", "kms"):
+        """In reverse start order (callers before what they call); every process is waited
+        for."""
+        for name in reversed(self.services):
             with contextlib.suppress(Exception):
                 self.stop_service(name)
 
     def restart(self) -> None:
-        """Stop and start both services with the same config (after a restore)."""
+        """Stop and start every service with the same config (after a restore)."""
         self.stop()
         self.start_services()
 
@@ -738,18 +948,36 @@ class Lamassu:
     # -- access ---------------------------------------------------------------------------------
 
     @property
+    def kms_port(self) -> int:
+        """The kms's port (0 before :meth:`write_configs`)."""
+        return self.ports.get("kms", 0)
+
+    @property
+    def ca_port(self) -> int:
+        """The ca's port (0 before :meth:`write_configs`)."""
+        return self.ports.get("ca", 0)
+
+    def url(self, service: str) -> str:
+        """A running service's base URL."""
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
     def ca_url(self) -> str:
         """The ca service's base URL."""
-        return f"http://127.0.0.1:{self.ca_port}"
+        return self.url("ca")
 
     @property
     def kms_url(self) -> str:
         """The kms service's base URL."""
-        return f"http://127.0.0.1:{self.kms_port}"
+        return self.url("kms")
+
+    def urls(self) -> dict[str, str]:
+        """Base URL of every service run, by name."""
+        return {name: self.url(name) for name in self.services}
 
     def client(self) -> LamassuClient:
-        """An API client for both services."""
-        return LamassuClient(self.ca_url, self.kms_url)
+        """An API client for the services run."""
+        return LamassuClient.of(self.urls())
 
     def fs_key_ids(self) -> set[str]:
         """Key ids in the filesystem engine's directory (one file per key id)."""

@@ -25,7 +25,7 @@ from lamassu_backup.builders import crd
 from . import datagen, images, sample
 from .controlplane import ControlPlane
 from .gpg import GpgKeys, make_keys
-from .lamassu import Lamassu
+from .lamassu import SERVICES, Lamassu
 from .lamassu_pods import LamassuPods
 from .openbao import OpenBao
 from .podrunner import PodRunner
@@ -91,7 +91,7 @@ class Platform:
         # as the chart's Pod; "host": containers as host processes, the image ignored (a
         # debugging opt-in). LAMASSU_POD_RUNTIME chooses too.
         self.pod_runtime = pod_runtime or os.environ.get("LAMASSU_POD_RUNTIME") or "runc"
-        # The real Lamassu (kms + ca) on the data set; opt in (or LAMASSU_PLATFORM_REAL=1).
+        # The real Lamassu (all six services) on the data set; opt in (or LAMASSU_PLATFORM_REAL=1).
         self.with_lamassu = (
             lamassu if lamassu is not None else os.environ.get("LAMASSU_PLATFORM_REAL") == "1"
         )
@@ -159,7 +159,11 @@ class Platform:
                 # Its vault-1 engine reads the data set's CA keys from the same mount.
                 self.lamassu = self._stack.enter_context(
                     Lamassu(
-                        self.root / "lamassu", self.pg, openbao=self.openbao, vault_mount=KV_MOUNT
+                        self.root / "lamassu",
+                        self.pg,
+                        openbao=self.openbao,
+                        vault_mount=KV_MOUNT,
+                        services=SERVICES,
                     )
                 )
             self.gpg = make_keys(self.root / "gpg")
@@ -192,6 +196,7 @@ class Platform:
                         self.pg,
                         openbao=self.openbao,
                         vault_mount=KV_MOUNT,
+                        services=SERVICES,
                         pods=LamassuPods(
                             api=api,
                             namespace=NAMESPACE,
@@ -269,11 +274,11 @@ class Platform:
             "VAULT_CACERT": str(self.openbao.ca_cert_path),
             "LAMASSU_VAULT_TOKEN_FILE": str(self.openbao.token_file),
             "GNUPGHOME": str(self.gpg.operator_home),
-            **(
-                {"LAMASSU_CA_URL": self.lamassu.ca_url, "LAMASSU_KMS_URL": self.lamassu.kms_url}
-                if self.lamassu is not None
-                else {}
-            ),
+            # LAMASSU_CA_URL, LAMASSU_KMS_URL, LAMASSU_DEVICE_MANAGER_URL, ...
+            **{
+                f"LAMASSU_{name.upper().replace('-', '_')}_URL": url
+                for name, url in (self.lamassu.urls() if self.lamassu is not None else {}).items()
+            },
         }
 
     def write_files(self, out: Path) -> None:

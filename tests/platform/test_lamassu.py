@@ -1,11 +1,13 @@
-"""The real Lamassu IoT v3.8.0 (kms + ca, built from source) on the platform's PostgreSQL and OpenBao.
+"""The real Lamassu IoT v3.8.0 (all six services, built from source) on the platform's PostgreSQL
+and OpenBao.
 
 These pin down what backups and restores of a real install rely on: the goose-migrated schema,
 where each crypto engine keeps a CA's key (a file per key id; a KV v2 entry per key id), the CA
 types (MANAGED, IMPORTED_WITH_KEY, IMPORTED_WITHOUT_KEY), the kms metadata binding of an imported
 key whose id is not the CA's SKI, and that ``/health`` stays green while a CA whose key is gone
 cannot sign: only signing proves a restore. The product's key consistency check runs on this
-real data too.
+real data too. The other four services (device-manager, va, dms-manager, alerts) start without a
+message bus and serve their databases (about 0.1 s each as processes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +34,7 @@ from lamassu_platform.lamassu import (
     DATABASES,
     FS_ENGINE,
     KMS_BIND_KEY,
+    SERVICES,
     VAULT_ENGINE,
     Lamassu,
     LamassuClient,
@@ -76,8 +80,10 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
 def lamassu(
     pg: PostgresServer, openbao: OpenBao, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lamassu]:
-    """kms (filesystem + Vault KV engines) and ca, from the built binaries."""
-    with Lamassu(tmp_path_factory.mktemp("lamassu"), pg, openbao=openbao) as services:
+    """kms (filesystem + Vault KV engines), ca and the other four, from the built binaries."""
+    with Lamassu(
+        tmp_path_factory.mktemp("lamassu"), pg, openbao=openbao, services=SERVICES
+    ) as services:
         yield services
 
 
@@ -184,9 +190,15 @@ def test_services_start_from_the_built_binaries_on_migrated_databases(
 
 
 def test_configs_are_the_charts_configmaps(lamassu: Lamassu) -> None:
-    """``kms-config`` and ``ca-config`` with key ``config``; the file mode keeps secrets private."""
+    """``<service>-config`` with key ``config`` for all six; the file mode keeps secrets private;
+    every event bus is off (the platform has no RabbitMQ)."""
     maps = {m["metadata"]["name"]: m for m in lamassu.configmaps("lamassu")}
-    assert set(maps) == {"kms-config", "ca-config"}
+    assert set(maps) == {f"{name}-config" for name in SERVICES}
+    for cm in maps.values():
+        cfg = yaml.safe_load(cm["data"]["config"])
+        buses = {k: v for k, v in cfg.items() if k.endswith("event_bus")}
+        assert buses, cm["metadata"]["name"]
+        assert all(v == {"enabled": False} for v in buses.values()), cm["metadata"]["name"]
     kms = yaml.safe_load(maps["kms-config"]["data"]["config"])
     assert kms["crypto_engines"]["default_id"] == FS_ENGINE
     assert [e["type"] for e in kms["crypto_engines"]["engines"]] == [
@@ -311,3 +323,27 @@ def test_a_deleted_key_file_fails_signing_while_health_stays_green(
         shutil.move(tmp_path / "key.pem", path)
     leaf = api.sign_csr(ca.id, csr_pem("device-3"), profile_id=profiles["leaf"])
     assert openssl_verify(ca.certificate_pem, leaf.certificate_pem, tmp_path).returncode == 0
+
+
+def test_the_other_four_services_run_without_a_message_bus(
+    lamassu: Lamassu, pg: PostgresServer, api: LamassuClient, profiles: dict[str, str]
+) -> None:
+    """device-manager, va, dms-manager and alerts are healthy and serve their own databases.
+    Without the bus the va gets no ``va_role`` for a new CA (it makes one only on a ``ca.#``
+    event), so its role lookup answers 404: the CRL side waits for RabbitMQ."""
+    assert api.health_by_service() == dict.fromkeys(SERVICES, True)
+    before = api.device_count()
+    device = api.create_device(unique("device"), dms_id="tests-dms")
+    assert device["status"] == "NO_IDENTITY"
+    assert api.device_count() == before + 1
+    sql = f"SELECT count(*) FROM devices WHERE id = '{device['id']}';"  # noqa: S608 - our id
+    assert pg.psql(sql, "devicemanager").strip() == "1"
+    assert api.dms_count() == int(pg.psql("SELECT count(*) FROM dms;", "dmsmanager").strip())
+
+    ca = api.create_ca(
+        unique("no-bus"), "No Bus CA", profile_id=profiles["ca"], engine_id=FS_ENGINE
+    )
+    role = requests.get(f"{lamassu.url('va')}/v1/roles/{ca.subject_key_id}", timeout=10)
+    assert role.status_code == 404, role.text
+    events = requests.get(f"{lamassu.url('alerts')}/v1/events/latest", timeout=10)
+    assert events.status_code == 200, events.text

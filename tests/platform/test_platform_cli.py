@@ -72,11 +72,21 @@ def test_up_then_down(tmp_path: Path) -> None:
             check=False,
         )
         assert crds.returncode == 0, crds.stderr
-        # The real Lamassu runs as its chart's workloads, their Pods from the lamassu image.
+        # The real Lamassu runs as its chart's workloads, their Pods from the lamassu image,
+        # all six (no message bus needed), after the chart's migration Jobs (deleted once done).
+        expected = [
+            "StatefulSet/kms=1",
+            "Deployment/ca=1",
+            "Deployment/device-manager=1",
+            "StatefulSet/va=1",
+            "Deployment/dms-manager=1",
+            "Deployment/alerts=1",
+        ]
         workloads = subprocess.run(
             [
                 *("kubectl", "--kubeconfig", str(state / "kubeconfig"), "-n", "lamassu", "get"),
-                *("statefulset/kms", "deployment/ca", "-o"),
+                *(w.split("=")[0].lower() for w in expected),
+                "-o",
                 "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.status.readyReplicas} {end}",
             ],
             capture_output=True,
@@ -84,8 +94,20 @@ def test_up_then_down(tmp_path: Path) -> None:
             check=False,
         )
         assert workloads.returncode == 0, workloads.stderr
-        assert workloads.stdout.split() == ["StatefulSet/kms=1", "Deployment/ca=1"]
-        assert "export LAMASSU_CA_URL=" in env_text
+        assert workloads.stdout.split() == expected
+        jobs = subprocess.run(
+            [
+                *("kubectl", "--kubeconfig", str(state / "kubeconfig"), "-n", "lamassu", "get"),
+                *("jobs", "-l", "app=migration", "-o", "name"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert jobs.returncode == 0, jobs.stderr
+        assert jobs.stdout.strip() == ""
+        for var in ("LAMASSU_CA_URL", "LAMASSU_VA_URL", "LAMASSU_DMS_MANAGER_URL"):
+            assert f"export {var}=" in env_text
         session = int((state / "platform.pid").read_text())
         assert platform_pids(state, session), "no platform process seen while it runs"
     finally:
