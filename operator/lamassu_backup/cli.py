@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .models.runner import CONFIG_ENV, RestoreRunConfig, RunnerConfig
+from .models.runner import CONFIG_ENV, RestoreRunConfig, RunnerConfig, RunnerResult
 from .runner import report
 from .runner.context import RunnerContext
+
+if TYPE_CHECKING:
+    from .components.postgres.wal.settings import WalRunConfig
 
 # Subcommands import their modules when they run: a runner Job starts faster (the CRD generator
 # and the other runner's clients are not loaded), which counts in a measured recovery time.
@@ -35,50 +39,55 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_text(path: str | None, env: str, command: str) -> str:
+    """A runner's JSON configuration: ``--config FILE``, else the variable the Pod sets."""
+    if path:
+        return Path(path).read_text()
+    text = os.environ.get(env, "")
+    if not text:
+        raise SystemExit(f"lamassu-backup {command}: no configuration (--config FILE or ${env})")
+    return text
+
+
+def _reported(run: Callable[[RunnerContext], tuple[RunnerResult, int]]) -> int:
+    """Run one runner command in its own context; its result goes to the termination message."""
+    ctx = RunnerContext()
+    try:
+        result, code = run(ctx)
+        report.write(result, ctx.redactor)
+        return code
+    finally:
+        ctx.close()
+
+
 def _load_runner_config(args: argparse.Namespace) -> RunnerConfig:
-    if args.config:
-        text = Path(args.config).read_text()
-    else:
-        text = os.environ.get(CONFIG_ENV, "")
-        if not text:
-            raise SystemExit(
-                f"lamassu-backup runner: no configuration (--config FILE or ${CONFIG_ENV})"
-            )
-    return RunnerConfig.model_validate_json(text)
+    return RunnerConfig.model_validate_json(_config_text(args.config, CONFIG_ENV, "runner"))
 
 
 def _cmd_runner_backup(args: argparse.Namespace) -> int:
     from .runner.backup import run as backup
 
     cfg = _load_runner_config(args)
-    ctx = RunnerContext()
-    try:
-        result, code = backup.run(
+    return _reported(
+        lambda ctx: backup.run(
             cfg,
             ctx,
             components=args.component or None,
             commit=not args.no_commit,
             allow_partial=args.allow_partial,
         )
-        report.write(result, ctx.redactor)
-        return code
-    finally:
-        ctx.close()
+    )
 
 
 def _cmd_runner_commit(args: argparse.Namespace) -> int:
     from .runner.backup import run as backup
 
     cfg = _load_runner_config(args)
-    ctx = RunnerContext()
-    try:
-        result, code = backup.run(
+    return _reported(
+        lambda ctx: backup.run(
             cfg, ctx, components=[], commit=True, allow_partial=args.allow_partial
         )
-        report.write(result, ctx.redactor)
-        return code
-    finally:
-        ctx.close()
+    )
 
 
 RESTORE_CONFIG_ENV = "LAMASSU_RESTORE_CONFIG"
@@ -87,27 +96,40 @@ RESTORE_CONFIG_ENV = "LAMASSU_RESTORE_CONFIG"
 def _cmd_runner_restore(args: argparse.Namespace) -> int:
     from .runner.restore import run as restore
 
-    if args.config:
-        text = Path(args.config).read_text()
-    else:
-        text = os.environ.get(RESTORE_CONFIG_ENV, "")
-        if not text:
-            raise SystemExit(
-                f"lamassu-backup runner restore: no configuration (--config FILE or "
-                f"${RESTORE_CONFIG_ENV})"
-            )
+    text = _config_text(args.config, RESTORE_CONFIG_ENV, "runner restore")
     cfg = RestoreRunConfig.model_validate_json(text)
     if args.step:
         cfg = cfg.model_copy(update={"step": args.step})
     if args.dry_run:
         cfg = cfg.model_copy(update={"dry_run": True})
+    return _reported(lambda ctx: restore.run(cfg, ctx))
+
+
+def _load_wal_config(args: argparse.Namespace) -> WalRunConfig:
+    from .components.postgres.wal.settings import WAL_CONFIG_ENV, WalRunConfig
+
+    text = _config_text(args.config, WAL_CONFIG_ENV, f"runner {args.runner_command}")
+    return WalRunConfig.model_validate_json(text)
+
+
+def _cmd_runner_wal_ship(args: argparse.Namespace) -> int:
+    from .runner.wal import run as wal
+
+    cfg = _load_wal_config(args)
     ctx = RunnerContext()
     try:
-        result, code = restore.run(cfg, ctx)
-        report.write(result, ctx.redactor)
-        return code
+        return wal.ship(cfg, ctx)
     finally:
         ctx.close()
+
+
+def _cmd_runner_base_backup(args: argparse.Namespace) -> int:
+    from .runner.wal import run as wal
+
+    cfg = _load_wal_config(args)
+    if args.set_time:
+        cfg = cfg.model_copy(update={"set_time": args.set_time})
+    return _reported(lambda ctx: wal.base_backup(cfg, ctx))
 
 
 def _preflight_operator() -> str | None:
@@ -225,6 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("--dry-run", action="store_true", help="verify and plan only; change nothing")
     rs.set_defaults(func=_cmd_runner_restore)
+
+    wal_help = "WAL runner configuration JSON file (default: $LAMASSU_WAL_CONFIG)"
+    ws = runner_sub.add_parser(
+        "wal-ship",
+        help="ship WAL continuously (pg_receivewal, encrypted, to the bucket) until SIGTERM",
+        description="Long-running: what the operator's WAL shipper Deployment runs. Exit codes: "
+        "0 stopped by SIGTERM/SIGINT after shipping what was received; 1 could not start.",
+    )
+    ws.add_argument("--config", metavar="FILE", help=wal_help)
+    ws.set_defaults(func=_cmd_runner_wal_ship)
+
+    bb = runner_sub.add_parser(
+        "base-backup",
+        help="take one base backup (pg_basebackup, streamed, encrypted) into basebackups/",
+        description="Exit codes: 0 the base backup and its manifest are stored; 1 failed (no "
+        "manifest: the set is incomplete by definition).",
+    )
+    bb.add_argument("--config", metavar="FILE", help=wal_help)
+    bb.add_argument("--set-time", metavar="TIME", help="the set folder (default: now)")
+    bb.set_defaults(func=_cmd_runner_base_backup)
     return parser
 
 

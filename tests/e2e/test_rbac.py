@@ -56,9 +56,10 @@ def test_the_operator_account_is_refused_outside_its_role(
     )
     assert refused(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "x"}})) == 403
     assert refused(lambda: core.delete_namespace(ns)) == 403
+    # Deployments it may create (the WAL shipper), other workloads not.
     assert (
         refused(
-            lambda: apps.create_namespaced_deployment(
+            lambda: apps.create_namespaced_daemon_set(
                 ns,
                 {
                     "metadata": {"name": "d"},

@@ -41,9 +41,14 @@ from lamassu_backup.errors import (
     LamassuBackupError,
     SignatureError,
 )
+from lamassu_backup.models.runner import RestoreRunConfig
+from lamassu_backup.models.wal import WalRecord
 from lamassu_platform.gpg import GpgKeys
 from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.s3 import S3Server
+
+from .conftest import SecretDir
+from .test_restore_runner import run_restore
 
 pytestmark = [pytest.mark.platform, pytest.mark.timeout(300)]
 
@@ -382,7 +387,7 @@ def test_target_outside_the_window_is_refused_naming_it(history: Pitr) -> None:
         with pytest.raises(ConfigurationError) as caught:
             history.recover(target)
         message = caught.value.message
-        assert caught.value.reason == "OutsideRecoveryWindow"
+        assert caught.value.reason == "OutsideRecoverableWindow"
         assert side in message
         assert f"from {history.base_stop.isoformat()} until " in message
     assert not list(history.workdir.iterdir()), "a refused restore must not start anything"
@@ -446,17 +451,234 @@ def test_a_recovery_is_brought_into_live_by_verify_then_swap(history: Pitr) -> N
         committed.pop(n, None)
 
 
-def test_a_corrupted_segment_fails_the_restore_on_fetch_before_any_server_starts(
+# -- the restore runner's point-in-time steps (what a LamassuRestore's Jobs run) -----------------
+
+
+@dataclass
+class RunnerSetup:
+    """What a runner Job gets: the store, the keys, the live server, as files."""
+
+    history: Pitr
+    secrets: SecretDir
+    gpg_keys: GpgKeys
+    s3: S3Server
+    kms_key: str
+    tmp: Path
+
+    def config(self, at: str, *, mode: str = "InPlace", name: str = "pitr") -> RestoreRunConfig:
+        put, server = self.secrets.put, self.history.server
+        return RestoreRunConfig.model_validate(
+            {
+                "namespace": "lamassu",
+                "restore": name,
+                "mode": mode,
+                "source": {
+                    "bucket": BUCKET,
+                    "region": self.s3.region,
+                    "endpoint": self.s3.endpoint,
+                    "forcePathStyle": True,
+                    "accessKeyIdFile": put("s3-id", self.s3.access_key),
+                    "secretAccessKeyFile": put("s3-secret", self.s3.secret_key),
+                    "sse": "aws:kms",
+                    "kmsKeyId": self.kms_key,
+                    "partSizeMib": 5,
+                },
+                "setPrefix": PREFIX,
+                "components": ["postgres"],
+                "decryptionKeyFile": put(
+                    "decryption.asc", self.gpg_keys.decryption_key_asc.read_bytes()
+                ),
+                "signerKeyFile": put("signer.asc", self.gpg_keys.signing_public_asc.read_bytes()),
+                "postgres": {
+                    "host": server.host,
+                    "port": server.port,
+                    "sslMode": "disable",
+                    "usernameFile": put("pg-user", server.superuser),
+                    "passwordFile": put("pg-password", server.password),
+                },
+                "pitr": {"archivePrefix": PREFIX, "pointInTime": at, "databases": ["ca"]},
+            }
+        )
+
+    def run(
+        self, cfg: RestoreRunConfig, step: str, **overrides: Any
+    ) -> tuple[int, dict[str, Any], str]:
+        # The scratch server runs as the postgres user: its files go under the shared 0755 area.
+        env = {"LAMASSU_SCRATCH": str(self.history.workdir)}
+        return run_restore(cfg, tmp=self.tmp, step=step, env=env, **overrides)
+
+
+@pytest.fixture
+def runner(
     history: Pitr,
-) -> None:
+    secrets: SecretDir,
+    gpg_keys: GpgKeys,
+    s3: S3Server,
+    kms_key: str,
+    tmp_path: Path,
+) -> RunnerSetup:
+    return RunnerSetup(history, secrets, gpg_keys, s3, kms_key, tmp_path)
+
+
+def between_recent_writes(history: Pitr) -> tuple[datetime, int, int]:
+    """A moment between two recent commits (after any earlier swap), shipped."""
+    time.sleep(3)
+    recent = sorted(history.writer.committed.items())[-3:]
+    (n1, t1), (n2, t2) = recent[0], recent[1]
+    history.wait_shipped(t2)
+    return t1 + (t2 - t1) / 2, n1, n2
+
+
+def live_ticks(history: Pitr) -> list[int]:
+    return sorted(int(r[0]) for r in history.server.rows("SELECT n FROM ticks;", "ca"))
+
+
+def forget_undone(history: Pitr) -> None:
+    """Rows an in-place restore undid are no longer the live history: later tests must not
+    expect them."""
+    live = set(live_ticks(history))
+    for n in [n for n in history.writer.committed if n not in live]:
+        history.writer.committed.pop(n, None)
+
+
+def damaged_segment(history: Pitr, target: datetime | None) -> tuple[WalRecord, str, bytes, bytes]:
+    """A complete segment a recovery to ``target`` needs: its record, key, bytes, and those
+    bytes with one flipped."""
     bases, records = pitr.load_archive(history.store, PREFIX)
-    plan = walb.plan_recovery(None, [b.info for b in bases], records)
+    plan = walb.plan_recovery(target, [b.info for b in bases], records)
     victim = next(r for r in plan.records if r.kind == "segment")
     key = PREFIX + victim.key
     original = history.store.get_bytes(key)
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0xFF
-    history.store.put_bytes(key, bytes(damaged))
+    return victim, key, original, bytes(damaged)
+
+
+def test_the_runner_refuses_a_target_outside_the_window_before_anything(
+    runner: RunnerSetup,
+) -> None:
+    history = runner.history
+    assert history.base_stop is not None
+    before = min(history.writer.committed.values()).isoformat()
+    after = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    databases = history.server.databases()
+    for at, side, steps in (
+        (after, "after the last shipped commit", [("plan", "InPlace"), ("restore", "InPlace")]),
+        (
+            before,
+            "before the end of the oldest base backup",
+            [("plan", "InPlace"), ("restore", "Drill")],
+        ),
+    ):
+        for step, mode in steps:
+            code, result, stderr = runner.run(
+                runner.config(at, mode=mode), step, swap_suffix="refused"
+            )
+            assert code == 1, (result, stderr)
+            assert result["reason"] == "OutsideRecoverableWindow"
+            assert f"spec.source.pointInTime {at}" in result["error"]
+            assert side in result["error"]
+            assert f"from {history.base_stop.isoformat()} until " in result["error"]
+    assert history.server.databases() == databases, "nothing created, renamed or dropped"
+    assert not list(history.workdir.iterdir()), "no scratch server was started"
+
+
+def test_the_runner_restores_in_place_to_a_time_between_two_writes(runner: RunnerSetup) -> None:
+    """Plan, restore and finalize as the LamassuRestore's Jobs run them; the target is after the
+    previous in-place restore's swap, so this recovers through it: the archive went on, on the
+    same prefix and timeline, and stays restorable."""
+    history = runner.history
+    target, n1, n2 = between_recent_writes(history)
+    cfg = runner.config(target.isoformat(), name="pitr-inplace")
+    code, result, stderr = runner.run(cfg, "plan")
+    assert code == 0, (result, stderr)
+    planned = result["evidence"]["pitr"]
+    assert planned["target"] == target.isoformat()
+    assert planned["baseBackup"]
+    assert history.base_stop is not None
+    assert planned["recoverableFrom"] == history.base_stop.isoformat()
+    assert planned["verifiedBytes"] > 0
+    assert [p["target"] for p in result["evidence"]["plan"]] == ["database ca"]
+    history.writer.paused.set()
+    time.sleep(1.5)
+    try:
+        expected = sorted(n for n, t in history.writer.committed.items() if t <= target)
+        code, result, stderr = runner.run(cfg, "restore", swap_suffix="pitrrun")
+        assert code == 0, (result, stderr)
+        live = live_ticks(history)
+        assert live == expected
+        assert n1 in live
+        assert n2 not in live
+        evidence = result["evidence"]
+        assert evidence["kept"] == ["ca__pre_restore_pitrrun"]
+        assert evidence["postgres"]["ca"]["rows"] >= len(expected)
+        assert evidence["pitr"]["rows"] == evidence["postgres"]["ca"]["rows"]
+        assert "same prefix and timeline" in evidence["pitr"]["archiveAfter"]
+        assert result["components"] == {"postgres": "Completed"}
+        print(
+            f"in-place point-in-time restore: {evidence['recoveryTimeSeconds']} s "
+            f"(fetch {evidence['pitr']['fetchSeconds']} s, replay "
+            f"{evidence['pitr']['replaySeconds']} s, {evidence['pitr']['walFiles']} WAL files)"
+        )
+        code, result, stderr = runner.run(cfg, "finalize", swap_suffix="pitrrun")
+        assert code == 0, (result, stderr)
+        assert "ca__pre_restore_pitrrun" not in history.server.databases()
+    finally:
+        forget_undone(history)
+        history.writer.paused.clear()
+    assert not [d for d in history.server.databases() if d.endswith("__restoring")]
+    assert not list(history.workdir.iterdir()), "the scratch server and its files are gone"
+
+
+def test_a_point_in_time_drill_recovers_checks_and_tears_down(runner: RunnerSetup) -> None:
+    history = runner.history
+    target, _, _ = between_recent_writes(history)
+    before = history.server.databases()
+    code, result, stderr = runner.run(
+        runner.config(target.isoformat(), mode="Drill", name="pitr-drill"), "restore"
+    )
+    assert code == 0, (result, stderr)
+    evidence = result["evidence"]
+    expected = [n for n, t in history.writer.committed.items() if t <= target]
+    assert evidence["pitr"]["rows"] >= len(expected)
+    assert evidence["pitr"]["target"] == target.isoformat()
+    assert evidence["recoveryTimeSeconds"] > 0
+    assert evidence["teardown"] == {"left": []}
+    assert result["components"] == {"postgres": "Verified"}
+    assert history.server.databases() == before, "the drill copies are gone"
+    assert not list(history.workdir.iterdir())
+
+
+def test_a_corrupted_wal_object_fails_the_runner_before_the_swap(runner: RunnerSetup) -> None:
+    history = runner.history
+    target, _, _ = between_recent_writes(history)
+    victim, key, original, damaged = damaged_segment(history, target)
+    cfg = runner.config(target.isoformat(), name="pitr-corrupt")
+    history.writer.paused.set()
+    time.sleep(1.5)
+    try:
+        live_before = live_ticks(history)
+        databases = history.server.databases()
+        history.store.put_bytes(key, damaged)
+        for step in ("plan", "restore"):  # the plan refuses it; a restore run anyway too
+            code, result, stderr = runner.run(cfg, step, swap_suffix="corrupt")
+            assert code == 1, (step, result, stderr)
+            assert result["reason"] == "IntegrityCheckFailed"
+            assert victim.key in result["error"]
+            assert "changed" not in result["evidence"]
+        assert live_ticks(history) == live_before, "the live database is unchanged"
+        assert history.server.databases() == databases
+    finally:
+        history.store.put_bytes(key, original)
+        history.writer.paused.clear()
+    assert not list(history.workdir.iterdir()), "no scratch server was left"
+
+
+def test_a_corrupted_segment_fails_the_restore_on_fetch_before_any_server_starts(
+    history: Pitr,
+) -> None:
+    victim, key, original, damaged = damaged_segment(history, None)
+    history.store.put_bytes(key, damaged)
     live_before = len(history.writer.committed)
     try:
         with pytest.raises(IntegrityError) as caught:

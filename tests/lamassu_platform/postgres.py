@@ -478,6 +478,21 @@ class PostgresServer:
             f"CREATE ROLE {_sql_ident(name)} {' '.join(opts)} PASSWORD {_sql_literal(verifier)};"
         )
 
+    def create_replication_role(self, name: str, password: str) -> None:
+        """What WAL shipping asks of a user's server: a role with REPLICATION, a ``host
+        replication`` pg_hba line for loopback, and EXECUTE on ``pg_switch_wal()`` (base backups
+        then end in a closed segment); the configuration is reloaded, not restarted."""
+        hba = self.pgdata / "pg_hba.conf"
+        line = "host  replication all 127.0.0.1/32 scram-sha-256\n"
+        if line not in hba.read_text():
+            hba.write_text(hba.read_text() + line)
+        self.create_role(name, password)
+        self.psql(
+            f"ALTER ROLE {_sql_ident(name)} REPLICATION; "
+            f"GRANT EXECUTE ON FUNCTION pg_switch_wal() TO {_sql_ident(name)}; "
+            "SELECT pg_reload_conf();"
+        )
+
     def set_password(self, name: str, password: str) -> None:
         """Change a role's password (sent as a SCRAM verifier, never in clear)."""
         verifier = scram_sha256_verifier(password)

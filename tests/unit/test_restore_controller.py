@@ -471,3 +471,33 @@ def test_a_runner_that_reported_and_exited_is_done_before_the_job_controller_say
     assert state(runner_job(), pod(137)) is None
     assert state(runner_job(), pod(0, failed)) is None
     assert state(runner_job(backoff=2), pod(0, ok)) is None
+
+
+def test_a_bare_set_takes_its_runner_settings_from_the_restore() -> None:
+    """No policy to take them from: spec.runner gives the image and the scratch size; the
+    account that writes live config is still the restore account."""
+    bare = RestoreSpec.model_validate(
+        {
+            "source": {"s3": {"bucket": "bkt", "path": "local/ns/lamassu/20261124T100000Z/"}},
+            "mode": "InPlace",
+            "confirm": "20261124T100000Z",
+            "decryptionKeySecret": KEY,
+            "target": {"postgres": {"host": "pg", "credentialsSecret": {"name": "pg"}}},
+            "runner": {"image": "registry.local/runner:1", "scratch": {"sizeLimit": "20Gi"}},
+        }
+    )
+    job = restore_job(
+        bare,
+        RestoreSource("s3://bkt/local/ns/lamassu/20261124T100000Z/", None, None),
+        namespace="ns",
+        restore="r1",
+        step="restore",
+        components=["postgres", "config"],
+        swap_suffix="20261124100000",
+        owner=Owner("backup.lamassu.io/v1alpha1", "LamassuRestore", "r1", "uid"),
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.local/runner:1"
+    scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+    assert scratch["emptyDir"]["sizeLimit"] == "20Gi"
+    assert pod["serviceAccountName"] == "lamassu-backup-restore"

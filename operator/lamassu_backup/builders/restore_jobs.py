@@ -15,7 +15,7 @@ from ..components import registry
 from ..components.base import RestoreRequest, SecretMounts, Step
 from ..models.policy import BackupPolicySpec, RunnerSettings
 from ..models.restore import RestoreSpec, S3Source
-from ..models.runner import RestoreRunConfig, S3Settings
+from ..models.runner import PointInTimeSettings, RestoreRunConfig, S3Settings
 from . import jobs, layout
 from .restore_plan import LABEL_RESTORE, job_name
 
@@ -53,6 +53,8 @@ class RestoreSource:
 
     backup: str | None
     policy: BackupPolicySpec | None
+    pitr: PointInTimeSettings | None = None
+    """Set for a point-in-time restore: postgres comes from the policy's WAL archive."""
 
     @property
     def bucket(self) -> str:
@@ -116,6 +118,7 @@ def run_config(
         key_consistency=spec.validation.key_consistency,
         dry_run=spec.dry_run and step == "plan",
         journal=journal_name(restore) if writes_live(spec, step) else None,
+        pitr=src.pitr,
         **jobs.component_restore_settings(mounts, request),
     )
 
@@ -163,7 +166,7 @@ def restore_job(
         extra, mounted = component.restore_pod_volumes(request)
         volumes += extra
         claim_mounts += mounted
-    runner = src.policy.runner if src.policy is not None else RunnerSettings()
+    runner = spec.runner or (src.policy.runner if src.policy is not None else RunnerSettings())
     # A restore step must not be retried by the Job controller: the runner is idempotent, but a
     # second Pod after a failure would hide the first one's result (exit code 3 must be seen).
     update: dict[str, Any] = {"backoff_limit": 0}

@@ -26,7 +26,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..errors import IntegrityError
+from ..models.runner import ArtifactRecord
 from ..models.wal import BaseBackupInfo, RecoveryWindow, WalRecord
+from .manifest import Manifest
 
 WAL_DIR = "wal/"
 BASE_DIR = "basebackups/"
@@ -362,3 +365,17 @@ def select_expired_wal(
         ):
             expired.append(record)
     return expired
+
+
+BASE_COMPONENT = "postgresBase"
+"""The manifest component of a base backup set (``basebackups/<time>/manifest.json``)."""
+
+
+def base_backup_of(manifest: Manifest) -> tuple[BaseBackupInfo, ArtifactRecord, int]:
+    """The facts, the tar's artifact record and the server version a base backup set holds."""
+    entry = manifest.components.get(BASE_COMPONENT)
+    if entry is None or entry.status != "Completed":
+        raise IntegrityError(f"set {manifest.set_time} holds no completed base backup")
+    info = BaseBackupInfo.model_validate(entry.details)
+    artifact = next(a for a in manifest.artifacts if a.component == BASE_COMPONENT)
+    return info, artifact, int(entry.details.get("serverVersionNum", 150000))

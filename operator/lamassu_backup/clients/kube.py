@@ -243,6 +243,7 @@ class KubeApi:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
+        self.apps = client.AppsV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
@@ -412,6 +413,44 @@ class KubeApi:
         )
         pods = [self.plain(p) for p in resp.items]
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+
+    # -- deployments (the WAL shipper) -------------------------------------------------------
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Deployment, or None."""
+        found = read_or_none(
+            f"reading Deployment {namespace}/{name}",
+            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        )
+        return None if found is None else self.plain(found)
+
+    def put_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Deployment, or replace the one of that name (its spec becomes ``body``'s)."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        live = self.get_deployment(namespace, name)
+        if live is None:
+            created = guard(
+                f"creating Deployment {namespace}/{name}",
+                lambda: self.apps.create_namespaced_deployment(namespace, body),
+            )
+            return self.plain(created)
+        meta = {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
+        replaced = guard(
+            f"replacing Deployment {namespace}/{name}",
+            lambda: self.apps.replace_namespaced_deployment(
+                name, namespace, {**body, "metadata": meta}
+            ),
+        )
+        return self.plain(replaced)
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment and its Pods (absent already is fine)."""
+        read_or_none(
+            f"deleting Deployment {namespace}/{name}",
+            lambda: self.apps.delete_namespaced_deployment(
+                name, namespace, propagation_policy="Background"
+            ),
+        )
 
     # -- volumes -----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ..models.runner import SECRETS_ROOT
 if TYPE_CHECKING:
     from ..models.policy import BackupPolicySpec, Components
     from ..models.restore import RestoreSpec
+    from ..models.runner import RestoreRunConfig
 
 PodVolumes = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 """Extra (Pod volumes, container mounts) a component's Job needs beside the Secret files."""
@@ -195,3 +196,8 @@ class Component(ABC):
     def restore_pod_volumes(self, req: RestoreRequest) -> PodVolumes:
         """Volumes a restore step's Job mounts for it (none by default)."""
         return [], []
+
+    def restore_module(self, config: RestoreRunConfig | None) -> str:
+        """The module holding its restore hooks (``HOOKS``) for a run of ``config``; the runner
+        loads it by name (default: the package's ``restore``)."""
+        return f"{self.package}.restore"

@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from ..builders import wal_jobs
 from ..builders.jobs import LABEL_SCHEDULED_DRILL, MANAGED_BY, run_of
 from ..clients.kube import KubeApi, load_config
 from ..models.resources import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
@@ -119,6 +120,8 @@ def job_event(
     backup = resources.read_backup(memo.kube, namespace or "", name) if name else None
     if backup is not None:
         reconcile_backup(backup, memo)
+    elif policy := wal_jobs.base_backup_policy(dict(body)):
+        memo.loops.wake(namespace or "", policy)  # a base backup ended: show the new window
 
 
 @kopf.on.event(GROUP, VERSION, RESTORES, labels={LABEL_SCHEDULED_DRILL: kopf.PRESENT})

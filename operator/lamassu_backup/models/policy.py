@@ -486,6 +486,53 @@ class RunRecord(StatusModel):
     """Why it was skipped, missed or failed."""
 
 
+class PointInTimeRecoveryStatus(StatusModel):
+    """The recoverable window of WAL archiving (``spec.components.postgres.walArchiving``), as
+    the bucket holds it when the operator last looked."""
+
+    recoverable_from: datetime | None = None
+    """End of the oldest base backup with an unbroken WAL chain to now: the earliest target."""
+
+    recoverable_until: datetime | None = None
+    """The last commit in the shipped WAL: the latest target."""
+
+    last_shipped_wal: str | None = None
+    """The newest WAL file shipped (a segment, or the segment in progress)."""
+
+    last_shipped_at: datetime | None = None
+    """When it was stored."""
+
+    last_shipped_age: str | None = None
+    """Age of the recovery point (the shipper's caught-up time, else the last upload)."""
+
+    caught_up_at: datetime | None = None
+    """Everything the server had written at this time is in the bucket (the shipper measures it)."""
+
+    base_backups: int = 0
+    """Base backups a restore can start from."""
+
+    lag_bytes: int | None = None
+    """WAL the server keeps for the slot that the bucket does not hold yet."""
+
+    shipper: str | None = None
+    """Available, Unavailable or Starting: the shipper Deployment."""
+
+    last_base_backup_schedule: datetime | None = None
+    """The last baseBackupSchedule tick acted on."""
+
+    last_base_backup: str | None = None
+    """The Job of the newest base backup."""
+
+    last_base_backup_phase: str | None = None
+    """Running, Completed or Failed (with the runner's reason)."""
+
+    gaps: list[str] = Field(default_factory=list)
+    """Why older base backups cannot be restored from (missing WAL), if any."""
+
+    message: str | None = None
+    """What keeps the window from being read or extended, if anything."""
+
+
 class BackupPolicyStatus(StatusModel):
     """Observed state of a LamassuBackupPolicy."""
 
@@ -523,3 +570,6 @@ class BackupPolicyStatus(StatusModel):
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
     """The last retention pass: when, what was deleted, errors."""
+
+    point_in_time_recovery: PointInTimeRecoveryStatus | None = None
+    """WAL archiving's recoverable window (only when walArchiving is enabled)."""

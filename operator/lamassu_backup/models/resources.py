@@ -184,6 +184,12 @@ KINDS: tuple[ResourceKind, ...] = (
         short_names=("lrs",),
         columns=(
             PrinterColumn("Backup", ".status.resolvedBackup.name"),
+            PrinterColumn(
+                "Point In Time",
+                ".status.resolvedBackup.pointInTime.requested",
+                description="Point-in-time restore: the target (latest or a time)",
+                priority=1,
+            ),
             PrinterColumn("Mode", ".spec.mode"),
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Step", ".status.step"),

@@ -21,6 +21,7 @@ from .common import (
     LocalObjectRef,
     SecretKeyRef,
 )
+from .policy import RunnerSettings
 from .types import Duration
 
 
@@ -294,6 +295,12 @@ class RestoreSpec(CRModel):
     validation: Validation = Field(default_factory=Validation)
     """Post-restore checks."""
 
+    runner: RunnerSettings | None = None
+    """Settings of the restore's runner Jobs (image, resources, scratch volume, deadlines);
+    default: the policy's ``spec.runner``. A bare S3 set has no policy, so this is where its
+    image and scratch size come from (an account that writes live config is still swapped for
+    ``lamassu-backup-restore`` when left at the runner's default)."""
+
 
 class RestorePhase(StrEnum):
     """Where a restore is."""
@@ -384,6 +391,38 @@ class ScaledWorkload(StatusModel):
     """Replicas before the restore."""
 
 
+class PointInTimeSource(StatusModel):
+    """Where a point-in-time restore takes PostgreSQL from: a base backup and the WAL after it."""
+
+    requested: str
+    """spec.source.pointInTime as given (latest or an RFC 3339 time)."""
+
+    target: datetime | None = None
+    """The time recovery stops at (commits at or before it are kept); None: everything shipped."""
+
+    archive: str
+    """s3:// URL of the policy's archive (its wal/ and basebackups/)."""
+
+    base_backup: str | None = None
+    """The base backup recovery starts from (its set time), known once the plan step ran."""
+
+    wal_files: int | None = None
+    """WAL objects recovery replays."""
+
+    recoverable_from: datetime | None = None
+    """The window when the restore was planned: the end of the oldest usable base backup..."""
+
+    recoverable_until: datetime | None = None
+    """...until the last shipped commit."""
+
+    last_shipped_wal: str | None = None
+    """The newest WAL object in the archive when planned."""
+
+    archive_after: str | None = None
+    """What happens to WAL shipping after an in-place restore (it continues where it was: the
+    live server's history is not forked)."""
+
+
 class ResolvedBackup(StatusModel):
     """The set the restore uses."""
 
@@ -404,6 +443,10 @@ class ResolvedBackup(StatusModel):
 
     components: list[str] = Field(default_factory=list)
     """Components the set holds complete (empty: unknown, a bare S3 set)."""
+
+    point_in_time: PointInTimeSource | None = None
+    """Set for a point-in-time restore: postgres comes from the WAL archive, not this set (the
+    set, when named, gives the other components)."""
 
 
 class RestoreStatus(StatusModel):

@@ -127,6 +127,22 @@ class RunnerResult(RunnerModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
+class PointInTimeSettings(RunnerModel):
+    """A point-in-time restore of the postgres component: from a base backup and the WAL shipped
+    under the policy's archive, instead of the set's dumps."""
+
+    archive_prefix: str
+    """The policy prefix (``<prefix>/<namespace>/<policy>/``) holding ``wal/`` and
+    ``basebackups/``, ending in '/'."""
+
+    point_in_time: str = "latest"
+    """``latest`` (everything shipped) or an RFC 3339 time with its offset."""
+
+    databases: list[str] = Field(default_factory=list)
+    """The policy's databases (what recovery brings back unless spec.databases names some);
+    empty: every database of the recovered server."""
+
+
 class RestoreRunConfig(RunnerModel):
     """Everything one restore (or drill, or verification) Job needs, except the secrets."""
 
@@ -201,3 +217,7 @@ class RestoreRunConfig(RunnerModel):
     """The kms engine whose keys are in AWS KMS: checked against the set's awsKms metadata."""
 
     dry_run: bool = False
+
+    pitr: PointInTimeSettings | None = None
+    """Set: postgres comes from the WAL archive to ``pointInTime`` (the set, if any, still
+    gives the other components)."""

@@ -18,7 +18,7 @@ from ..clients.s3 import S3Connection, S3Store
 from ..components.postgres.spec import PostgresSettings
 from ..components.vault.spec import VaultSettings
 from ..errors import ConfigurationError, Redactor
-from ..models.runner import S3Settings
+from ..models.runner import GpgSettings, S3Settings
 
 if TYPE_CHECKING:
     from ..clients.vault import VaultClient
@@ -119,6 +119,25 @@ class RunnerContext:
         if relogin is not None:
             relogin()
         return client, relogin
+
+    def signer(self, gpg: GpgSettings) -> tuple[Keyring, str, str | None] | None:
+        """(a keyring holding the manifest signing key, its fingerprint, its passphrase), or
+        None without ``signingKeySecret``; the caller closes the keyring."""
+        key = self.secret(gpg.signing_key_file, "manifest signing key (signingKeySecret)")
+        passphrase = self.secret(gpg.signing_passphrase_file, "signing key passphrase")
+        if not key:
+            return None
+        keyring = self.keyring()
+        keys = keyring.import_secret(
+            key, source="spec.encryption.gpg.signingKeySecret", passphrase=passphrase
+        )
+        usable = [k for k in keys if k.can_sign]
+        if not usable:
+            keyring.close()
+            raise ConfigurationError(
+                "spec.encryption.gpg.signingKeySecret holds no key that can sign"
+            )
+        return keyring, usable[0].fingerprint, passphrase
 
     def keyring(self) -> Keyring:
         """A private GnuPG home in the scratch area."""

@@ -81,6 +81,58 @@ RETENTION_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+WAL_RECOVERABLE_FROM = Gauge(
+    "lamassu_backup_wal_recoverable_from_timestamp_seconds",
+    "Unix time of the start of the point-in-time recovery window (oldest usable base backup).",
+    _LABELS,
+    registry=REGISTRY,
+)
+WAL_RECOVERABLE_UNTIL = Gauge(
+    "lamassu_backup_wal_recoverable_until_timestamp_seconds",
+    "Unix time of the last commit in the shipped WAL (end of the recovery window).",
+    _LABELS,
+    registry=REGISTRY,
+)
+WAL_LAST_SHIPPED = Gauge(
+    "lamassu_backup_wal_last_shipped_timestamp_seconds",
+    "Unix time of the newest WAL upload (segment or partial snapshot).",
+    _LABELS,
+    registry=REGISTRY,
+)
+WAL_LAG_BYTES = Gauge(
+    "lamassu_backup_wal_lag_bytes",
+    "WAL the server keeps for the shipper's slot that the bucket does not hold yet.",
+    _LABELS,
+    registry=REGISTRY,
+)
+WAL_BASE_BACKUPS = Gauge(
+    "lamassu_backup_wal_base_backups",
+    "Base backups a point-in-time restore can start from.",
+    _LABELS,
+    registry=REGISTRY,
+)
+WAL_SHIPPER_UP = Gauge(
+    "lamassu_backup_wal_shipper_up",
+    "1 when the WAL shipper Deployment has its replica available.",
+    _LABELS,
+    registry=REGISTRY,
+)
+WAL_GAUGES = (
+    WAL_RECOVERABLE_FROM,
+    WAL_RECOVERABLE_UNTIL,
+    WAL_LAST_SHIPPED,
+    WAL_LAG_BYTES,
+    WAL_BASE_BACKUPS,
+    WAL_SHIPPER_UP,
+)
+
+
+def forget_wal(namespace: str, policy: str) -> None:
+    """Drop a policy's WAL series (archiving disabled, or the policy deleted)."""
+    for metric in WAL_GAUGES:
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, policy)
+
 
 _serving: set[int] = set()
 
@@ -102,3 +154,4 @@ def forget_policy(namespace: str, policy: str) -> None:
     for metric in (LAST_FAILURE, LAST_DURATION, LAST_VERIFIED):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, policy)
+    forget_wal(namespace, policy)

@@ -31,7 +31,7 @@ from ..models.policy import (
 )
 from ..models.resources import Identity
 from ..models.types import format_duration
-from . import metrics, restore_guard, verification
+from . import metrics, restore_guard, verification, wal
 from . import secrets as secret_refs
 from .common import Event, RunSummary, Settings, iso, ref
 from .resources import Invalid, Policy, stored
@@ -103,6 +103,7 @@ class PolicyService:
         # -- end of the LamassuRestore hook
         self._schedule(t, ready_error)
         self._on_demand(t)
+        wal.on_tick(self.kube, t)
         self._freshness(t)
         self._last_run(t)
         verification.on_tick(self.kube, t)
@@ -267,7 +268,7 @@ class PolicyService:
         freshness = {
             c: stale.ComponentFreshness(last_success(t.runs, c), rpo)
             for c, rpo in rpo_of(t.spec).items()
-        }
+        } | t.freshness
         report = stale.assess(freshness, t.now, t.created_at)
         components: dict[str, Any] = {}
         for component, detail in report.components.items():

@@ -134,9 +134,15 @@ class PolicyLoops:
             return len(self._wakers)
 
     def open(self, namespace: str, name: str, wake: Callable[[], None]) -> PolicyLoop:
-        """A policy's loop starts; ``wake`` (thread-safe) cuts its sleep short."""
+        """A policy's loop starts; ``wake`` (thread-safe) cuts its sleep short.
+
+        Its first pass applies retention: a pass cut short by a crash (a set's manifest deleted,
+        the rest not yet) is finished now, before discovery calls that record Lost, after which
+        retention would drop the record only and leave the set's objects in the bucket.
+        """
         with self._lock:
             self._wakers[(namespace, name)] = wake
+            self._retention_due.add((namespace, name))
         return PolicyLoop(self, namespace, name)
 
     def close(self, loop: PolicyLoop) -> None:

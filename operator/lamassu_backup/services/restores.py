@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..builders import jobs, layout
+from ..builders import restore_pitr as rpitr
 from ..builders import restore_plan as rp
 from ..builders.restore_jobs import (
     RESTORE_ACCOUNT,
@@ -399,11 +400,10 @@ class RestoreService:
             return
         state = self._job(ctx, "plan", self._components(ctx))
         if not state.ok:
-            raise _Fail(
-                state.reason or "VerificationFailed",
-                f"the set did not verify, nothing was changed: {state.message or 'plan failed'}",
-            )
+            raise _Fail(*rpitr.planning_failure(state.reason, state.message))
         evidence = state.result.evidence if state.result else {}
+        if resolved.point_in_time is not None:
+            resolved.point_in_time = rpitr.with_evidence(resolved.point_in_time, evidence)
         ctx.status.plan = [
             PlanItem.model_validate(item) for item in evidence.get("plan") or [] if "target" in item
         ]
@@ -429,12 +429,23 @@ class RestoreService:
         assert spec.source.policy_ref is not None
         policy = spec.source.policy_ref.name
         moment = parse_point_in_time(spec.source.point_in_time)
+        need = [str(c) for c in spec.components]
+        pitr_source = None
+        found = read_policy(self.kube, ctx.namespace, policy)
+        wal_policy = found.spec if found is not None and not isinstance(found, Invalid) else None
+        if wal_policy is not None and rpitr.is_point_in_time(spec, wal_policy):
+            # postgres from the WAL archive; the set (if one is needed) for the others.
+            pitr_source = rpitr.source_status(spec, wal_policy, ctx.namespace, policy, moment)
+            needs = rpitr.set_needs(spec)
+            if needs is None:
+                return rpitr.archive_only(pitr_source, policy)
+            need = needs
         candidates = [
             rp.candidate_of(b)
             for b in self.kube.list_custom("LamassuBackup", ctx.namespace)
             if (b.get("spec") or {}).get("policyRef", {}).get("name") == policy
         ]
-        chosen = rp.choose_backup(candidates, moment, [str(c) for c in spec.components])
+        chosen = rp.choose_backup(candidates, moment, need)
         if chosen is None:
             when = "" if moment is None else f" taken at or before {iso(moment)}"
             raise _Fail(
@@ -442,7 +453,9 @@ class RestoreService:
                 f"policy {policy} (spec.source.policyRef) has no completed set{when} "
                 "(spec.source.pointInTime): pick a later time, or back up first",
             )
-        return self._from_backup(ctx, chosen, "spec.source")
+        resolved = self._from_backup(ctx, chosen, "spec.source")
+        resolved.point_in_time = pitr_source
+        return resolved
 
     def _from_backup(self, ctx: _Ctx, name: str, where: str) -> ResolvedBackup:
         backup = read_backup(self.kube, ctx.namespace, name)
@@ -711,6 +724,9 @@ class RestoreService:
                 if isinstance(item, dict) and "target" in item
             ]
         ctx.status.evidence = {**ctx.status.evidence, **evidence}
+        resolved = ctx.status.resolved_backup
+        if resolved is not None and resolved.point_in_time is not None:
+            resolved.point_in_time = rpitr.with_evidence(resolved.point_in_time, evidence)
         if result is not None:
             ctx.status.components = dict(result.components)
             ctx.status.warnings += len(result.warnings)
@@ -846,7 +862,10 @@ class RestoreService:
             if isinstance(found, Invalid):
                 raise _Fail("InvalidPolicy", f"policy {resolved.policy} is invalid: {found.detail}")
             policy = found.spec
-        return RestoreSource(resolved.location, resolved.name, policy)
+        pitr = None
+        if resolved.point_in_time is not None and policy is not None and resolved.policy:
+            pitr = rpitr.run_settings(ctx.spec, policy, ctx.namespace, resolved.policy)
+        return RestoreSource(resolved.location, resolved.name, policy, pitr)
 
     def _record_job(self, ctx: _Ctx, current: StepRecord | None, name: str) -> None:
         """The step's Job name in status (once)."""

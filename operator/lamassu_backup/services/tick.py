@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..builders.staleness import ComponentFreshness
 from ..models.backup import Trigger
 from ..models.common import Condition, ConditionStatus
 from ..models.policy import BackupPolicySpec, BackupPolicyStatus, RunPhase, RunRecord
@@ -46,6 +47,8 @@ class Tick(OnObject):
     """Why drills cannot run (a Secret only verification needs is missing), or None."""
     paused: str | None = None
     """Why a LamassuRestore pauses this namespace's runs, or None (services/restore_guard)."""
+    freshness: dict[str, ComponentFreshness] = field(default_factory=dict)
+    """Freshness of parts that are not backup components (WAL shipping), assessed with them."""
 
     @property
     def spec(self) -> BackupPolicySpec:

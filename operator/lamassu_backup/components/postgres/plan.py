@@ -11,6 +11,7 @@ from .spec import PostgresComponent, PostgresSettings
 
 if TYPE_CHECKING:
     from ...models.policy import Components
+    from ...models.runner import RestoreRunConfig
 
 FIELD = "spec.components.postgres"
 
@@ -97,6 +98,12 @@ class Postgres(Component):
         if req.step in ("rollback", "finalize") or self.name in req.components:
             out["postgres"] = restore_target(mounts, req)
         return out
+
+    def restore_module(self, config: RestoreRunConfig | None) -> str:
+        """A point-in-time restore's hooks recover from the WAL archive (``wal.pitr_restore``)."""
+        if config is not None and config.pitr is not None:
+            return f"{self.package}.wal.pitr_restore"
+        return super().restore_module(config)
 
 
 COMPONENT = Postgres()

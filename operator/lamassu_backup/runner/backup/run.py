@@ -29,7 +29,7 @@ from ...builders.manifest import Manifest, build_manifest, render
 from ...builders.manifest import parse as parse_manifest
 from ...clients.gpg import Keyring
 from ...clients.s3 import S3Store
-from ...errors import ConfigurationError, IntegrityError, LamassuBackupError
+from ...errors import IntegrityError, LamassuBackupError
 from ...models.runner import ArtifactRecord, ComponentOutcome, RunnerConfig, RunnerResult
 from ..context import RunnerContext
 from ..stream.pipeline import Cancel, Source, encrypt_to_store
@@ -311,22 +311,10 @@ class BackupRun:
             )
         signing_fpr: str | None = None
         signer: Keyring | None = None
-        signing_key = self.ctx.secret(
-            self.cfg.gpg.signing_key_file, "manifest signing key (signingKeySecret)"
-        )
-        passphrase = self.ctx.secret(self.cfg.gpg.signing_passphrase_file, "signing key passphrase")
-        if signing_key:
-            signer = self.ctx.keyring()
-            keys = signer.import_secret(
-                signing_key, source="spec.encryption.gpg.signingKeySecret", passphrase=passphrase
-            )
-            usable = [k for k in keys if k.can_sign]
-            if not usable:
-                signer.close()
-                raise ConfigurationError(
-                    "spec.encryption.gpg.signingKeySecret holds no key that can sign"
-                )
-            signing_fpr = usable[0].fingerprint
+        passphrase: str | None = None
+        found = self.ctx.signer(self.cfg.gpg)
+        if found is not None:
+            signer, signing_fpr, passphrase = found
         try:
             manifest = build_manifest(
                 namespace=self.cfg.namespace,

@@ -22,7 +22,7 @@ from ...components import registry
 from ...errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ...models.runner import ArtifactRecord
+    from ...models.runner import ArtifactRecord, RestoreRunConfig
     from .keys import KeyIds, KeyInventory, KeyStore
     from .run import RestoreRun
 
@@ -56,6 +56,12 @@ class RestoreHooks(Protocol):
     def select(self, artifacts: list[ArtifactRecord]) -> None:
         """Keep what the run restores of the set's artifacts of this component (it was asked
         for); raise ConfigurationError when the request names something the set lacks."""
+
+    def load_source(self, requested: bool) -> bool:
+        """Before the set is read: take what this run restores of the component from elsewhere
+        than the set (postgres from a WAL archive, to a point in time), checking it is there.
+        True when it did: the set is then not asked for it. ``requested``: the run restores
+        this component."""
 
     # -- before anything live changes --------------------------------------------------------
 
@@ -138,6 +144,9 @@ class BaseHooks:
     def select(self, artifacts: list[ArtifactRecord]) -> None:
         self.artifacts = artifacts
 
+    def load_source(self, requested: bool) -> bool:
+        return False
+
     def plan(self, item: PlanItem, drill: bool) -> None:
         return None
 
@@ -200,14 +209,14 @@ class VerifyOnly(BaseHooks):
         self.name = name
 
 
-def hooks_of(name: str) -> HooksFactory:
-    """The restore hooks of the component called ``name`` (:class:`VerifyOnly` when its package
-    has no ``restore`` module)."""
+def hooks_of(name: str, config: RestoreRunConfig | None = None) -> HooksFactory:
+    """The restore hooks of the component called ``name`` for ``config`` (:class:`VerifyOnly`
+    when its package has no ``restore`` module)."""
     try:
         component = registry.get(name)
     except KeyError:
         raise ConfigurationError(f"unknown component {name!r}") from None
-    module_name = f"{component.package}.restore"
+    module_name = component.restore_module(config)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -220,4 +229,6 @@ def hooks_of(name: str) -> HooksFactory:
 
 def ordered(run: RestoreRun) -> list[RestoreHooks]:
     """Every component's hooks for ``run``, in restore order."""
-    return sorted((hooks_of(name)(run) for name in registry.names()), key=lambda h: h.order)
+    return sorted(
+        (hooks_of(name, run.cfg)(run) for name in registry.names()), key=lambda h: h.order
+    )

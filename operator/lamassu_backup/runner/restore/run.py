@@ -123,11 +123,21 @@ class RestoreRun:
         return [p for p in self.parts if p.artifacts]
 
     def load(self) -> None:
-        """The manifest, checked, and each component's selection of its artifacts."""
+        """What each component restores: first from its own source (a point in time, checked
+        against its window before the set is read), then from the set's manifest, checked."""
+        asked = self.cfg.components
+        with self.phase("source"):
+            own = [p.name for p in self.parts if p.load_source(not asked or p.name in asked)]
+        rest = [c for c in asked if c not in own]
+        self.components = list(own)
+        if own and asked and not rest:
+            # Nothing is read from a set: the component's own source is all there is.
+            self.result.size_bytes = sum(a.size_bytes for p in self.parts for a in p.artifacts)
+            return
         with self.phase("manifest"):
             manifest = self.set.manifest()
-            sel = self.set.select(manifest)
-            self.components = sel.components
+            sel = self.set.select(manifest, rest, exclude=own)
+            self.components += sel.components
             for part in self.parts:
                 if part.name in sel.components:
                     part.select([a for a in sel.artifacts if a.component == part.name])

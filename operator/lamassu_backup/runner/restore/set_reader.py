@@ -159,11 +159,21 @@ class SetReader:
             self.warn("the set is not signed: its manifest is trusted as stored")
         return None
 
-    def select(self, manifest: Manifest) -> Selected:
-        """The artifacts of the components asked for; refuses incomplete or missing ones."""
-        requested = self.cfg.components or sorted(manifest.components)
-        failed = {n: e for n, e in manifest.components.items() if e.status != "Completed"}
-        if not self.cfg.components and not manifest.complete:
+    def select(
+        self, manifest: Manifest, asked: list[str] | None = None, exclude: list[str] | None = None
+    ) -> Selected:
+        """The artifacts of the components asked for (``asked``, default the config's; empty:
+        every one the manifest holds, less ``exclude``: those restored from elsewhere);
+        refuses incomplete or missing ones."""
+        asked = self.cfg.components if asked is None else asked
+        skip = set(exclude or [])
+        requested = asked or sorted(set(manifest.components) - skip)
+        failed = {
+            n: e
+            for n, e in manifest.components.items()
+            if e.status != "Completed" and n not in skip
+        }
+        if not asked and (failed or not manifest.components):
             bad = "; ".join(f"{n}: {e.reason}" for n, e in failed.items())
             raise IntegrityError(
                 f"the set is incomplete ({bad}): restore only its completed components by "

@@ -34,7 +34,7 @@ from ....runner.stream.pipeline import ProcessSource, encrypt_to_store
 from ..compression import compression_label, compressor_argv
 from ..spec import CompressionAlgorithm
 
-COMPONENT = "postgresBase"
+COMPONENT = walb.BASE_COMPONENT
 _BLOCK = 512
 _WANTED = {"backup_label": 1 << 20, "backup_manifest": 256 << 20}
 
@@ -274,13 +274,9 @@ def take_base_backup(
 
 
 def base_backup_from_manifest(manifest: Manifest) -> tuple[BaseBackupInfo, ArtifactRecord, int]:
-    """The facts, the tar's artifact record and the server version a base backup set holds."""
-    entry = manifest.components.get(COMPONENT)
-    if entry is None or entry.status != "Completed":
-        raise IntegrityError(f"set {manifest.set_time} holds no completed base backup")
-    info = BaseBackupInfo.model_validate(entry.details)
-    artifact = next(a for a in manifest.artifacts if a.component == COMPONENT)
-    return info, artifact, int(entry.details.get("serverVersionNum", 150000))
+    """The facts, the tar's artifact record and the server version a base backup set holds
+    (pure, in :mod:`builders.wal`, so the operator reads it without the runner)."""
+    return walb.base_backup_of(manifest)
 
 
 __all__ = [

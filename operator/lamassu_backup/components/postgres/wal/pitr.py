@@ -22,6 +22,7 @@ databases are never destroyed first.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -48,8 +49,11 @@ from ....errors import (
 )
 from ....models.runner import ArtifactRecord
 from ....models.wal import BaseBackupInfo, WalRecord
-from ....runner.stream.fetch import FileSink, ProcessSink, exit_text, stream_artifact
+from ....runner.stream.fetch import FileSink, NullSink, ProcessSink, exit_text, stream_artifact
 from .basebackup import base_backup_from_manifest
+
+OUTSIDE_WINDOW = "OutsideRecoverableWindow"
+"""The reason of a refused target (the window is status.recoverableFrom/Until on the policy)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,22 @@ def wal_artifact(record: WalRecord) -> ArtifactRecord:
     )
 
 
+def server_tool(tool: str, major: int) -> str:
+    """``tool`` of exactly the base backup's major: a server only starts on a data directory of
+    its own major, so a newer one (fine for pg_dump) would fail late, after the download."""
+    found = pg.installed_majors(tool)
+    path = found.get(major)
+    if path is None:
+        have = ", ".join(str(m) for m in sorted(found)) or "none"
+        raise ConfigurationError(
+            f"the base backup is of a PostgreSQL {major} server, and recovering it needs the "
+            f"PostgreSQL {major} server binaries (postgres, pg_ctl) in the runner image "
+            f"(it has {tool} for: {have}); use a runner image with them",
+            reason="ServerBinariesMissing",
+        )
+    return path
+
+
 def free_port() -> int:
     """A free loopback TCP port for the scratch server."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -137,11 +157,21 @@ class ScratchServer:
     pg_ctl: str
     log_file: Path
     run_as: list[str] = field(default_factory=list)
+    socket_dir: Path | None = None
 
     def connection(self, user: str, password: str) -> pg.PgConnection:
         """A connection to it (the roles and passwords are the source server's)."""
         return pg.PgConnection(
             host="127.0.0.1", port=self.port, user=user, password=password, sslmode="disable"
+        )
+
+    def local_connection(self, user: str) -> pg.PgConnection:
+        """A connection over its private Unix socket, which trusts any role of the recovered
+        server: no password, and it works whatever the source's pg_hba.conf allowed."""
+        if self.socket_dir is None:
+            raise DatabaseError("the scratch server has no private socket")
+        return pg.PgConnection(
+            host=str(self.socket_dir), port=self.port, user=user, password="", sslmode="disable"
         )
 
     def log_tail(self, lines: int = 15) -> str:
@@ -220,7 +250,15 @@ def _tar_error(code: int, stderr: str) -> IntegrityError:
     return IntegrityError(f"extracting the base backup failed ({exit_text(code)}): {stderr[-300:]}")
 
 
-def _recovery_conf(plan: walb.RecoveryPlan, *, port: int, wal_dir: Path, socket_dir: Path) -> str:
+SCRATCH_HBA = "local all all trust\nhost all all 127.0.0.1/32 md5\n"
+"""The scratch server's pg_hba.conf: its private socket (a 0700 directory) trusts every role,
+loopback asks for the source's passwords; the source's own pg_hba.conf (which may allow only
+hostssl from its network, or live outside the data directory) is not used."""
+
+
+def _recovery_conf(
+    plan: walb.RecoveryPlan, *, port: int, wal_dir: Path, socket_dir: Path, root: Path
+) -> str:
     settings = {
         "port": str(port),
         "listen_addresses": "127.0.0.1",
@@ -234,6 +272,12 @@ def _recovery_conf(plan: walb.RecoveryPlan, *, port: int, wal_dir: Path, socket_
         "primary_slot_name": "",
         "shared_buffers": "64MB",
         "logging_collector": "off",
+        # The source's files and libraries may not exist here: its own pg_hba.conf, TLS key
+        # files and preloaded extensions are not needed to read the data back.
+        "hba_file": str(root / "pg_hba.conf"),
+        "ident_file": str(root / "pg_ident.conf"),
+        "ssl": "off",
+        "shared_preload_libraries": "",
     }
     if plan.target_time is not None:
         settings["recovery_target_time"] = plan.target_time.isoformat()
@@ -262,14 +306,14 @@ def _fetch_wal(
     *,
     keyring: Keyring,
     passphrase: str | None,
-    wal_dir: Path,
+    wal_dir: Path | None,
     stop: threading.Event,
 ) -> int:
     fetched = 0
     for record in wanted:
         if stop.is_set():
             break
-        path = wal_dir / record.name
+        path = wal_dir / record.name if wal_dir is not None else None
         try:
             stats = stream_artifact(
                 store,
@@ -277,13 +321,15 @@ def _fetch_wal(
                 wal_artifact(record),
                 keyring=keyring,
                 passphrase=passphrase,
-                sink=FileSink(path, f"WAL {record.name}"),
+                sink=FileSink(path, f"WAL {record.name}") if path is not None else NullSink(),
             )
         except StorageError:
             if record.kind == "partial" and store.head(prefix + record.key) is None:
                 raise Superseded(record.name) from None
             raise
         fetched += stats.stored_bytes
+        if path is None:
+            continue
         if record.kind == "partial" and path.stat().st_size < record.segment_size:
             with path.open("r+b") as fh:  # recovery reads whole segments; the rest is zeros
                 fh.truncate(record.segment_size)
@@ -299,11 +345,16 @@ def fetch_verified(
     *,
     keyring: Keyring,
     passphrase: str | None,
-    wal_dir: Path,
-    datadir: Path,
+    wal_dir: Path | None,
+    datadir: Path | None,
     verifybackup: str | None,
 ) -> int:
     """Fetch the WAL and the base backup, each checked as it streams; returns the bytes read.
+
+    Without ``wal_dir`` and ``datadir`` nothing is kept: what a restore's plan step does before
+    anything live is touched (a damaged segment fails the restore before the pre-restore backup
+    and the scale-down). A partial snapshot superseded meanwhile raises :class:`Superseded`
+    after everything else was read.
 
     The WAL streams in a second thread while the base backup does (two cores: gpg and zstd of
     one overlap the other's). Raises the first object that does not match, the WAL's first: a
@@ -347,7 +398,7 @@ def _fetch_base(
     *,
     keyring: Keyring,
     passphrase: str | None,
-    datadir: Path,
+    datadir: Path | None,
     verifybackup: str | None,
 ) -> int:
     base_key = prefix + walb.base_backup_prefix(stored.info.set_time) + stored.artifact.key
@@ -357,14 +408,16 @@ def _fetch_base(
         stored.artifact,
         keyring=keyring,
         passphrase=passphrase,
-        sink=ProcessSink(
+        sink=NullSink()
+        if datadir is None
+        else ProcessSink(
             ["tar", "-x", "-f", "-", "-C", str(datadir)],
             env=None,
             label="extraction of the base backup",
             describe_error=_tar_error,
         ),
     )
-    if verifybackup is not None:
+    if verifybackup is not None and datadir is not None:
         proc = subprocess.run(
             [verifybackup, "--no-parse-wal", "--quiet", str(datadir)],
             capture_output=True,
@@ -378,6 +431,30 @@ def _fetch_base(
                 f"{proc.stderr.strip()[-400:]}"
             )
     return stats.stored_bytes
+
+
+def plan_target(
+    store: S3Store,
+    prefix: str,
+    target: str,
+    *,
+    verifier: Keyring | None = None,
+    trusted: list[str] | None = None,
+) -> tuple[walb.RecoveryPlan, list[WalRecord], StoredBase]:
+    """The recovery plan for ``target`` from what the bucket holds now, the WAL records and the
+    base backup chosen; a target outside the window raises :class:`ConfigurationError`
+    (reason ``OutsideRecoverableWindow``, naming the window) before anything is downloaded."""
+    try:
+        moment = walb.parse_target(target)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    bases, records = load_archive(store, prefix, verifier=verifier, trusted=trusted)
+    try:
+        plan = walb.plan_recovery(moment, [b.info for b in bases], records)
+    except walb.OutsideWindowError as exc:
+        raise ConfigurationError(str(exc), reason=OUTSIDE_WINDOW) from None
+    stored = next(b for b in bases if b.info.set_time == plan.base.set_time)
+    return plan, records, stored
 
 
 def _recover_once(
@@ -396,18 +473,9 @@ def _recover_once(
     trusted: list[str] | None = None,
 ) -> RecoveryResult:
     """One attempt of :func:`recover`."""
-    try:
-        moment = walb.parse_target(target)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    bases, records = load_archive(store, prefix, verifier=verifier, trusted=trusted)
-    try:
-        plan = walb.plan_recovery(moment, [b.info for b in bases], records)
-    except walb.OutsideWindowError as exc:
-        raise ConfigurationError(str(exc), reason="OutsideRecoveryWindow") from None
-    stored = next(b for b in bases if b.info.set_time == plan.base.set_time)
+    plan, records, stored = plan_target(store, prefix, target, verifier=verifier, trusted=trusted)
     major = stored.server_version // 10000
-    pg_ctl = pg.pick_tool("pg_ctl", major)
+    pg_ctl = server_tool("pg_ctl", major)
     verifybackup = pg.pick_tool("pg_verifybackup", major)
 
     started = time.monotonic()
@@ -423,6 +491,7 @@ def _recover_once(
         pg_ctl=pg_ctl,
         log_file=root / "server.log",
         run_as=list(run_as),
+        socket_dir=socket_dir,
     )
     try:
         fetched = fetch_verified(
@@ -438,8 +507,15 @@ def _recover_once(
             verifybackup=verifybackup if verify_backup else None,
         )
         fetch_seconds = time.monotonic() - started
+        (root / "pg_hba.conf").write_text(SCRATCH_HBA)
+        (root / "pg_ident.conf").write_text("")
+        (datadir / "postgresql.conf").touch()  # absent when the source kept it in /etc
         with (datadir / "postgresql.auto.conf").open("a") as fh:
-            fh.write(_recovery_conf(plan, port=server.port, wal_dir=wal_dir, socket_dir=socket_dir))
+            fh.write(
+                _recovery_conf(
+                    plan, port=server.port, wal_dir=wal_dir, socket_dir=socket_dir, root=root
+                )
+            )
         (datadir / "recovery.signal").touch()
         datadir.chmod(0o700)
         if owner is not None:
@@ -523,3 +599,19 @@ def recover(
         except Superseded:
             continue  # the segment in progress completed meanwhile: plan again with it
     raise StorageError(f"the WAL under {store.url(prefix)} kept changing while it was fetched")
+
+
+def server_account() -> tuple[list[str], tuple[int, int] | None]:
+    """(command prefix, file owner) for the scratch server: nothing when the runner is not root
+    (its image runs as a fixed non-root user), the ``postgres`` account when it is (PostgreSQL
+    refuses to run as root)."""
+    if os.geteuid() != 0:
+        return [], None
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ConfigurationError(
+            "the runner runs as root and there is no postgres account to run the scratch "
+            "server as: run the runner as a non-root user"
+        ) from None
+    return ["runuser", "-u", "postgres", "--"], (account.pw_uid, account.pw_gid)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ....clients import postgres as pg
 from ....clients.gpg import Keyring
 from ....clients.s3 import S3Store
-from ....errors import DatabaseError
+from ....errors import ConfigurationError, DatabaseError
 from ....models.runner import ArtifactRecord
 from ....runner.stream.fetch import FetchStats, HeadTap, ProcessSink, exit_text
 from ....runner.stream.pipeline import CHUNK, StderrTail, widen_pipe
@@ -39,6 +40,8 @@ class RecoveredServerRestore(PostgresRestore):
         store: S3Store,
         keyring: Keyring,
         scratch_dir: Path,
+        parallel: int = 1,
+        copy_props: bool = True,
     ) -> None:
         super().__init__(
             live,
@@ -47,6 +50,8 @@ class RecoveredServerRestore(PostgresRestore):
             keyring=keyring,
             passphrase=None,
             scratch_dir=scratch_dir,
+            parallel=parallel,
+            copy_props=copy_props,
         )
         self.recovered = recovered
         self.pg_dump = pg.pick_tool("pg_dump", pg.server_version_num(recovered) // 10000)
@@ -125,6 +130,28 @@ def recovered_artifacts(recovered: pg.PgConnection, databases: list[str]) -> lis
     return out
 
 
+def restore_beside(
+    restore: RecoveredServerRestore,
+    databases: list[str],
+    scratch_name: Callable[[str], str],
+) -> list[PgTarget]:
+    """Every database of the recovered server into its scratch copy on the live server,
+    verified against the recovered server's own row counts and goose state; raises (after
+    dropping the scratch copies) on the first that does not match. The live databases are not
+    touched: :meth:`RecoveredServerRestore.swap` is the one step that changes them."""
+    missing = sorted(
+        set(databases) - set(pg.list_databases(pg.OneShot(restore.recovered, "postgres")))
+    )
+    if missing:
+        raise ConfigurationError(
+            f"the recovered server has no database {', '.join(missing)}: the point in time is "
+            "before it was created, or spec.databases names a database the server never had"
+        )
+    targets = plan_targets(recovered_artifacts(restore.recovered, databases), scratch_name)
+    restore.prepare(targets)
+    return targets
+
+
 def bring_into_live(
     live: pg.PgConnection,
     recovered: pg.PgConnection,
@@ -146,10 +173,7 @@ def bring_into_live(
         live, recovered, store=store, keyring=keyring, scratch_dir=scratch_dir
     )
     try:
-        targets = plan_targets(
-            recovered_artifacts(recovered, databases), lambda db: f"{db}{RESTORING}"
-        )
-        restore.prepare(targets)
+        targets = restore_beside(restore, databases, lambda db: f"{db}{RESTORING}")
         kept = restore.swap(suffix)
         return kept, [{"database": t.database, **t.evidence} for t in targets]
     finally:

@@ -150,6 +150,11 @@ class WalShipper:
         pg.advance_slot(self.conn, self.slot, walb.format_lsn(lsn))
         self._confirmed = lsn
 
+    @property
+    def confirmed_lsn(self) -> int:
+        """The end of what the bucket holds (the slot's position): the heartbeat's recovery point."""
+        return self._confirmed
+
     def unshipped_bytes(self) -> int:
         """WAL the server holds for the slot: written but not yet committed to the bucket."""
         return pg.slot_retained_bytes(self.conn, self.slot)

@@ -1,0 +1,1 @@
+"""The WAL runners: the shipper and base backups (point-in-time recovery)."""
