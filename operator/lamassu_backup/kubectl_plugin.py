@@ -89,15 +89,7 @@ def parse_time_arg(text: str) -> datetime:
     )
 
 
-def parse_api_time(value: Any) -> datetime | None:
-    """A time as the API writes it (RFC 3339), or None."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+parse_api_time = restore_plan.parse_api_time
 
 
 def iso(moment: datetime | None) -> str:

@@ -29,6 +29,16 @@ PART_OF = {"app.kubernetes.io/part-of": "lamassu"}
 RESTORES = "lamassurestores"
 KEY = {"name": "backup-gpg-private", "key": "private.asc"}
 SIGNER = {"name": "backup-gpg-signing-public", "key": "signing-public.asc"}
+IN_PLACE_STEPS = [
+    "Planning",
+    "PausingBackups",
+    "PreRestoreBackup",
+    "ScalingDown",
+    "Restoring",
+    "Validating",
+    "ScalingUp",
+]
+"""The steps of an in-place restore with a pre-restore set, in order (the issue's list)."""
 
 
 class Health:
@@ -375,15 +385,7 @@ def test_in_place_restore_brings_rows_and_keys_back(
     assert pre["spec"]["trigger"] == "PreRestore"
     assert pre["status"]["phase"] == "Completed"
     # Status: every step in order, the plan, evidence, the RTO, conditions with the generation.
-    assert step_names(done) == [
-        "Planning",
-        "PausingBackups",
-        "PreRestoreBackup",
-        "ScalingDown",
-        "Restoring",
-        "Validating",
-        "ScalingUp",
-    ]
+    assert step_names(done) == IN_PLACE_STEPS
     assert all(s["phase"] == "Succeeded" and s["completedAt"] for s in status["steps"])
     assert any(p["component"] == "postgres" for p in status["plan"])
     assert status["recoveryTimeSeconds"] > 0

@@ -39,7 +39,7 @@ from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.stack import KV_MOUNT, Platform
 
 from .conftest import Cluster, Operator
-from .test_restore import restore, step_names, wait_restore
+from .test_restore import IN_PLACE_STEPS, restore, step_names, wait_restore
 
 pytestmark = [pytest.mark.platform, pytest.mark.e2e]
 
@@ -196,15 +196,7 @@ def test_in_place_restore_of_the_real_lamassu(
         ("StatefulSet", "kms", 1),
     ]
     assert replicas(cluster, real.ns) == {"ca": 1, "kms": 1}
-    assert step_names(done) == [
-        "Planning",
-        "PausingBackups",
-        "PreRestoreBackup",
-        "ScalingDown",
-        "Restoring",
-        "Validating",
-        "ScalingUp",
-    ]
+    assert step_names(done) == IN_PLACE_STEPS
     assert [c["status"] for c in status["evidence"]["healthChecks"]] == [200, 200, 200]
     consistency = status["evidence"]["keyConsistency"]
     assert consistency["ok"] is True, consistency

@@ -135,7 +135,8 @@ class Candidate:
     """The run was asked for some components only (a config backup after a change, say)."""
 
 
-def _api_time(value: Any) -> datetime | None:
+def parse_api_time(value: Any) -> datetime | None:
+    """A time as the API writes it (RFC 3339), or None (also for a malformed one)."""
     if not value:
         return None
     try:
@@ -161,9 +162,9 @@ def set_moment(body: dict[str, Any]) -> datetime | None:
         if with_time is not None:
             return with_time
     return (
-        _api_time(spec.get("scheduledTime"))
-        or _api_time(status.get("startedAt"))
-        or _api_time((body.get("metadata") or {}).get("creationTimestamp"))
+        parse_api_time(spec.get("scheduledTime"))
+        or parse_api_time(status.get("startedAt"))
+        or parse_api_time((body.get("metadata") or {}).get("creationTimestamp"))
     )
 
 
