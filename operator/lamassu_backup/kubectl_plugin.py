@@ -32,6 +32,7 @@ from .models.backup import BackupPhase, Trigger
 from .models.common import ComponentName, LabelSelector, LocalObjectRef, SecretKeyRef
 from .models.resources import API_VERSION
 from .models.restore import RestoreMode, RestoreSpec, Validation, Workloads
+from .models.restore import RestoreSource as RestoreSourceSpec
 
 PROG = "kubectl lamassu"
 RUN_NOW_ANNOTATION = "backup.lamassu.io/run-now"
@@ -118,6 +119,12 @@ def policy_components(policy: dict[str, Any]) -> list[str]:
     """Components a policy backs up, in the order a restore applies them."""
     configured = (policy.get("spec") or {}).get("components") or {}
     return [c for c in COMPONENT_ORDER if configured.get(c)]
+
+
+def archives_wal(policy: dict[str, Any] | None) -> bool:
+    """Whether a policy ships WAL (``spec.components.postgres.walArchiving.enabled``)."""
+    postgres = (((policy or {}).get("spec") or {}).get("components") or {}).get("postgres") or {}
+    return bool((postgres.get("walArchiving") or {}).get("enabled"))
 
 
 def restorable_reason(backup: dict[str, Any], need: Sequence[str]) -> str | None:
@@ -263,6 +270,10 @@ class RestoreRequest:
     health_checks: list[str] = field(default_factory=list)
     requested: str | None = None
     """latest, or the --at time, when the set was chosen for the person."""
+    point_in_time: str | None = None
+    """``latest`` or an RFC 3339 time: the policy archives WAL, so postgres is recovered to that
+    moment from its archive (``source.policyRef`` + ``pointInTime``) instead of the set's dumps;
+    the set still gives the other components."""
 
     @property
     def backup_name(self) -> str:
@@ -275,6 +286,30 @@ def restore_name(backup: str, mode: RestoreMode, dry_run: bool, now: datetime) -
     return layout.bounded_name(backup, verb, now.astimezone(UTC).strftime("%Y%m%d%H%M%S"))
 
 
+def _source_fields(req: RestoreRequest) -> dict[str, Any]:
+    if req.point_in_time is None:
+        return {"backup_ref": LocalObjectRef(name=req.backup_name)}
+    # The controller picks the set for the other components by the same rule as the plugin
+    # (builders.restore_plan.choose_backup), so confirming the chosen set's name holds.
+    source = RestoreSourceSpec(
+        policy_ref=LocalObjectRef(name=policy_of(req.backup)), point_in_time=req.point_in_time
+    )
+    return {"source": source}
+
+
+def _in_place_fields(req: RestoreRequest) -> dict[str, Any]:
+    if req.mode != RestoreMode.IN_PLACE:
+        return {}
+    fields: dict[str, Any] = {"pre_restore_backup": req.pre_restore_backup}
+    if not req.dry_run:
+        # A point-in-time restore of postgres alone reads no set: the policy is what it confirms.
+        archive_only = req.point_in_time is not None and req.components == ["postgres"]
+        fields["confirm"] = policy_of(req.backup) if archive_only else req.backup_name
+    if req.selector is not None:
+        fields["workloads"] = Workloads(selector=req.selector)
+    return fields
+
+
 def restore_body(req: RestoreRequest, *, name: str, namespace: str) -> dict[str, Any]:
     """The LamassuRestore for a request, built with the resource's own model (so its rules, e.g.
     confirm for an in-place restore, are checked here as the apiserver will check them).
@@ -285,28 +320,20 @@ def restore_body(req: RestoreRequest, *, name: str, namespace: str) -> dict[str,
             "verification.decryptionKeySecret to default to)"
         )
     kwargs: dict[str, Any] = {
-        "backup_ref": LocalObjectRef(name=req.backup_name),
         "mode": req.mode,
         "decryption_key_secret": req.decryption_key,
+        **_source_fields(req),
+        **_in_place_fields(req),
     }
-    if req.components:
-        kwargs["components"] = [ComponentName(c) for c in req.components]
-    if req.databases:
-        kwargs["databases"] = req.databases
-    if req.dry_run:
-        kwargs["dry_run"] = True
-    if req.passphrase is not None:
-        kwargs["decryption_key_passphrase_secret"] = req.passphrase
-    if req.signer_key is not None:
-        kwargs["signer_key_secret"] = req.signer_key
-    if req.mode == RestoreMode.IN_PLACE:
-        kwargs["pre_restore_backup"] = req.pre_restore_backup
-        if not req.dry_run:
-            kwargs["confirm"] = req.backup_name
-        if req.selector is not None:
-            kwargs["workloads"] = Workloads(selector=req.selector)
-    if req.health_checks:
-        kwargs["validation"] = Validation(health_checks=req.health_checks)
+    optional = {
+        "components": [ComponentName(c) for c in req.components],
+        "databases": req.databases,
+        "dry_run": req.dry_run,
+        "decryption_key_passphrase_secret": req.passphrase,
+        "signer_key_secret": req.signer_key,
+        "validation": Validation(health_checks=req.health_checks) if req.health_checks else None,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v})
     try:
         spec = RestoreSpec(**kwargs)
     except ValidationError as exc:
@@ -682,6 +709,21 @@ def _default_components(mode: str, resolved: dict[str, Any]) -> str:
     return f"{', '.join(touched)} (the default)" if touched else "the default for the set"
 
 
+def _point_in_time(pit: dict[str, Any] | None) -> str | None:
+    """postgres recovered from the WAL archive: the target, the base backup, the window."""
+    if not pit:
+        return None
+    target = pit.get("target") or f"{pit.get('requested', 'latest')} (everything shipped)"
+    parts = [f"postgres to {target} from {pit.get('archive', 'the archive')}"]
+    if pit.get("baseBackup"):
+        parts.append(f"base backup {pit['baseBackup']}, {pit.get('walFiles', '?')} WAL file(s)")
+    if pit.get("recoverableFrom") or pit.get("recoverableUntil"):
+        parts.append(
+            f"window {pit.get('recoverableFrom', '?')} .. {pit.get('recoverableUntil', '?')}"
+        )
+    return "; ".join(parts)
+
+
 def _restore_header(obj: dict[str, Any], now: datetime) -> list[str]:
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     resolved = status.get("resolvedBackup") or {}
@@ -697,6 +739,7 @@ def _restore_header(obj: dict[str, Any], now: datetime) -> list[str]:
         ("Backup", _restore_source(spec, resolved)),
         ("Set time", resolved.get("setTime")),
         ("Location", resolved.get("location")),
+        ("Point in time", _point_in_time(resolved.get("pointInTime"))),
         ("Mode", mode),
         (
             "Components",
@@ -1070,7 +1113,19 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
         )
     policy = ctx.get("LamassuBackupPolicy", policy_of(backup)) if policy_of(backup) else None
     key, passphrase, signer = _secret_defaults(args, policy)
+    point_in_time = None
+    if (
+        requested is not None
+        and archives_wal(policy)
+        and (not components or "postgres" in components)
+    ):
+        point_in_time = "latest" if args.at is None else iso(parse_time_arg(args.at))
+        ctx.note(
+            f"policy {policy_of(backup)} archives WAL: postgres is recovered to "
+            f"{point_in_time} from its archive; the other components come from that set"
+        )
     req = RestoreRequest(
+        point_in_time=point_in_time,
         backup=backup,
         mode=mode,
         components=components,

@@ -194,6 +194,46 @@ def test_an_in_place_restore_carries_confirm_and_passes_the_resource_model() -> 
     assert isinstance(parse_resource(body), LamassuRestore)
 
 
+def test_a_policy_that_archives_wal_gets_a_point_in_time_restore() -> None:
+    """--at on a WAL-archiving policy: postgres to that second from the archive, the chosen set
+    for the rest, confirmed by its name; postgres alone confirms the policy (no set is read)."""
+    wal = {"spec": {"components": {"postgres": {"walArchiving": {"enabled": True}}}}}
+    assert kp.archives_wal(wal)
+    assert not kp.archives_wal({"spec": {"components": {"postgres": {}}}})
+    assert not kp.archives_wal(None)
+    at = "2026-11-24T10:30:15Z"
+    body = kp.restore_body(
+        request(RestoreMode.IN_PLACE, point_in_time=at), name="r", namespace="lamassu"
+    )["spec"]
+    assert body["source"] == {"policyRef": {"name": "lamassu"}, "pointInTime": at}
+    assert "backupRef" not in body
+    assert body["confirm"] == "lamassu-b"
+    alone = kp.restore_body(
+        request(RestoreMode.IN_PLACE, point_in_time="latest", components=["postgres"]),
+        name="r",
+        namespace="lamassu",
+    )
+    assert alone["spec"]["confirm"] == "lamassu"
+    assert alone["spec"]["source"]["pointInTime"] == "latest"
+    assert isinstance(parse_resource(alone), LamassuRestore)
+    described = kp._point_in_time(
+        {
+            "requested": at,
+            "target": at,
+            "archive": "s3://b/local/lamassu/lamassu/",
+            "baseBackup": "20261124T100000Z",
+            "walFiles": 7,
+            "recoverableFrom": "2026-11-24T10:00:05Z",
+            "recoverableUntil": "2026-11-24T10:31:00Z",
+        }
+    )
+    assert described == (
+        f"postgres to {at} from s3://b/local/lamassu/lamassu/; base backup 20261124T100000Z, "
+        "7 WAL file(s); window 2026-11-24T10:00:05Z .. 2026-11-24T10:31:00Z"
+    )
+    assert kp._point_in_time(None) is None
+
+
 def test_a_drill_and_a_dry_run_carry_no_confirm() -> None:
     drill = kp.restore_body(request(RestoreMode.DRILL), name="d", namespace="ns")["spec"]
     assert drill == {
