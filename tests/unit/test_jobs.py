@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from lamassu_backup.builders import restore_plan as rp
 from lamassu_backup.builders.restore_jobs import RestoreSource, restore_job
 from lamassu_backup.models.backup import Trigger
 from lamassu_backup.models.policy import BackupPolicySpec
+from lamassu_backup.models.resources import LamassuRestore, parse_resource
 from lamassu_backup.models.restore import RestoreSpec
 from lamassu_backup.models.runner import CONFIG_ENV, SECRETS_ROOT, RestoreRunConfig, RunnerConfig
 
@@ -361,3 +363,47 @@ def test_backup_records_are_not_owned_by_the_policy() -> None:
     assert "ownerReferences" not in resource["metadata"]
     assert resource["metadata"]["labels"]["backup.lamassu.io/policy"] == "p"
     assert resource["spec"]["trigger"] == "Scheduled"
+
+
+def test_a_point_in_time_drill_recovers_postgres_five_minutes_before_the_tick() -> None:
+    """walArchiving on: the verification tick also drills the WAL archive, postgres only, to a
+    second the archive surely holds; owned by the policy, named by the tick (one per tick)."""
+    policy = BackupPolicySpec.model_validate(POLICY)
+    tick = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    owner = jobs.Owner("backup.lamassu.io/v1alpha1", "LamassuBackupPolicy", "lamassu", "uid-p")
+    body = jobs.pitr_drill_restore(
+        policy,
+        namespace="lamassu",
+        policy_name="lamassu",
+        target=tick - jobs.PITR_DRILL_LAG,
+        tick="20261129T030000Z",
+        owner=owner,
+    )
+    assert body is not None
+    meta, spec = body["metadata"], body["spec"]
+    assert meta["name"] == "lamassu-pitr-drill-20261129t030000z"
+    assert meta["labels"][jobs.LABEL_PITR_DRILL] == "lamassu"
+    assert meta["labels"][jobs.LABEL_SCHEDULED_DRILL] == "lamassu"  # pruned with the others
+    assert meta["ownerReferences"][0]["kind"] == "LamassuBackupPolicy"
+    assert spec["mode"] == "Drill"
+    assert spec["source"] == {
+        "policyRef": {"name": "lamassu"},
+        "pointInTime": "2026-11-29T02:55:00Z",
+    }
+    assert spec["components"] == ["postgres"]
+    assert "backupRef" not in spec
+    assert spec["decryptionKeySecret"] == {"name": "gpg-priv", "key": "p.asc"}
+    assert isinstance(parse_resource(body), LamassuRestore)
+    no_key = json.loads(json.dumps(POLICY))
+    no_key["verification"] = {}
+    assert (
+        jobs.pitr_drill_restore(
+            BackupPolicySpec.model_validate(no_key),
+            namespace="lamassu",
+            policy_name="lamassu",
+            target=tick,
+            tick="t",
+            owner=owner,
+        )
+        is None
+    )

@@ -9,6 +9,7 @@ can always find, adopt or refuse to duplicate a Job after a restart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..components import registry
@@ -18,7 +19,7 @@ from ..models.backup import Trigger
 from ..models.common import ComponentName, LocalObjectRef
 from ..models.policy import BackupPolicySpec, RunnerSettings
 from ..models.resources import GROUP
-from ..models.restore import RestoreMode, RestoreSpec, Validation
+from ..models.restore import RestoreMode, RestoreSource, RestoreSpec, Validation
 from ..models.runner import (
     CONFIG_ENV,
     GpgSettings,
@@ -416,6 +417,60 @@ def drill_restore(
                 LABEL_POLICY: layout.label_value(policy_name),
                 LABEL_BACKUP: layout.label_value(backup_name),
                 LABEL_SCHEDULED_DRILL: layout.label_value(policy_name),
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            },
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec.to_api(),
+    }
+
+
+LABEL_PITR_DRILL = f"{GROUP}/pitr-drill"
+"""Marks the scheduled point-in-time drills of a policy (value: the policy)."""
+
+PITR_DRILL_LAG = timedelta(minutes=5)
+"""How far before the verification tick a point-in-time drill recovers to: recent enough to
+prove the newest WAL, old enough that the shipper has surely stored it."""
+
+
+def pitr_drill_restore(
+    policy: BackupPolicySpec,
+    *,
+    namespace: str,
+    policy_name: str,
+    target: datetime,
+    tick: str,
+    owner: Owner,
+) -> dict[str, Any] | None:
+    """The Drill LamassuRestore of postgres to ``target`` from the policy's WAL archive (a base
+    backup and the WAL after it, into scratch, checked, torn down); None without a decryption
+    key. Owned by the policy; one per verification tick (a deterministic name)."""
+    verification = policy.verification
+    if verification.decryption_key_secret is None:
+        return None
+    spec = RestoreSpec(
+        source=RestoreSource(
+            policy_ref=LocalObjectRef(name=policy_name),
+            point_in_time=target.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ),
+        mode=RestoreMode.DRILL,
+        components=[ComponentName.POSTGRES],
+        decryption_key_secret=verification.decryption_key_secret,
+        decryption_key_passphrase_secret=verification.decryption_key_passphrase_secret,
+        signer_key_secret=verification.signer_key_secret,
+        insecure_skip_signature_check=verification.signer_key_secret is None,
+        validation=Validation(key_consistency=verification.key_consistency),
+    )
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "LamassuRestore",
+        "metadata": {
+            "name": layout.bounded_name(policy_name, "pitr-drill", tick.lower()),
+            "namespace": namespace,
+            "labels": {
+                LABEL_POLICY: layout.label_value(policy_name),
+                LABEL_SCHEDULED_DRILL: layout.label_value(policy_name),
+                LABEL_PITR_DRILL: layout.label_value(policy_name),
                 "app.kubernetes.io/managed-by": MANAGED_BY,
             },
             "ownerReferences": [owner.reference()],

@@ -529,6 +529,16 @@ class PointInTimeRecoveryStatus(StatusModel):
     gaps: list[str] = Field(default_factory=list)
     """Why older base backups cannot be restored from (missing WAL), if any."""
 
+    last_drill: str | None = None
+    """The newest scheduled point-in-time drill (a LamassuRestore): postgres recovered into
+    scratch to a moment five minutes before the verification tick, checked, torn down."""
+
+    last_drill_phase: str | None = None
+    """Its phase (Completed, Failed, or still running), with its reason when it failed."""
+
+    last_drill_target: datetime | None = None
+    """The moment it recovered to."""
+
     message: str | None = None
     """What keeps the window from being read or extended, if anything."""
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..builders import conditions as cond
-from ..builders import jobs, layout, schedule
+from ..builders import jobs, layout, schedule, wal_jobs
 from ..clients.kube import KubeApi
 from ..errors import LamassuBackupError
 from ..models.backup import BackupPhase, VerificationPhase
@@ -115,6 +115,52 @@ def _drill_schedule(kube: KubeApi, t: Tick) -> None:
         return
     for type_, reason, message in _start(kube, t, decision.fire):
         t.event(type_, reason, message)
+    if wal_jobs.enabled(t.spec):
+        for type_, reason, message in _start_pitr(kube, t, decision.fire):
+            t.event(type_, reason, message)
+
+
+def _start_pitr(kube: KubeApi, t: Tick, tick: datetime) -> list[tuple[str, str, str]]:
+    """A point-in-time Drill of postgres to five minutes before the tick, when the policy's
+    recoverable window covers that moment (else said, not failed: a new policy has no base
+    backup yet). Its outcome lands on status.pointInTimeRecovery (services.wal)."""
+    target = tick - jobs.PITR_DRILL_LAG
+    pitr = t.status.point_in_time_recovery
+    start, end = (pitr.recoverable_from, pitr.recoverable_until) if pitr else (None, None)
+    if start is None or end is None or not start <= target <= end:
+        window = f"{iso(start) or '?'} .. {iso(end) or '?'}"
+        return [
+            (
+                "Warning",
+                "VerificationSkipped",
+                f"no point-in-time drill to {iso(target)}: the recoverable window is {window}",
+            )
+        ]
+    owner = jobs.Owner(t.policy.api_version, t.policy.kind, t.name, t.policy.uid)
+    body = jobs.pitr_drill_restore(
+        t.spec,
+        namespace=t.namespace,
+        policy_name=t.name,
+        target=target,
+        tick=layout.set_time(tick),
+        owner=owner,
+    )
+    if body is None:
+        return []
+    try:
+        drill, created = kube.create_custom("LamassuRestore", t.namespace, body)
+    except LamassuBackupError as exc:
+        return [("Warning", "VerificationFailed", f"could not start the drill: {exc.message}")]
+    if not created:
+        return []
+    return [
+        (
+            "Normal",
+            "VerificationStarted",
+            f"point-in-time drill of postgres to {iso(target)} into scratch "
+            f"(LamassuRestore {drill['metadata']['name']})",
+        )
+    ]
 
 
 def _start(kube: KubeApi, t: Tick, tick: datetime) -> list[tuple[str, str, str]]:

@@ -330,6 +330,7 @@ def on_tick(kube: KubeApi, t: Tick) -> None:
         status.update({"shipper": shipper, "message": message})
         point = previous.caught_up_at or previous.last_shipped_at if previous else None
     status.update({k: v for k, v in base_fields.items() if v is not None})
+    status.update(_last_drill(kube, t))
     # A merge patch keeps keys it does not name: a field that no longer applies is nulled.
     before = stored(t.status).get("pointInTimeRecovery") or {}
     status.update({k: None for k in before if k not in status})
@@ -338,6 +339,33 @@ def on_tick(kube: KubeApi, t: Tick) -> None:
     _condition(t, shipper, problem or (None if archive is not None else message), lag, wal)
     refresh = min(max(3 * wal.partial_interval.total_seconds(), 10.0), 60.0)
     t.wake.append(t.now + timedelta(seconds=refresh))
+
+
+def _last_drill(kube: KubeApi, t: Tick) -> dict[str, Any]:
+    """The newest scheduled point-in-time drill's name, phase (with its reason) and target."""
+    selector = f"{jobs.LABEL_PITR_DRILL}={layout.label_value(t.name)}"
+    try:
+        drills = kube.list_custom("LamassuRestore", t.namespace, selector)
+    except LamassuBackupError:
+        return {}
+    if not drills:
+        return {}
+    newest = max(
+        drills,
+        key=lambda d: (
+            str((d.get("metadata") or {}).get("creationTimestamp") or ""),
+            str(d["metadata"]["name"]),
+        ),
+    )
+    status = newest.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    if status.get("reason") and phase == "Failed":
+        phase = f"Failed ({status['reason']})"
+    return {
+        "lastDrill": newest["metadata"]["name"],
+        "lastDrillPhase": phase,
+        "lastDrillTarget": ((newest.get("spec") or {}).get("source") or {}).get("pointInTime"),
+    }
 
 
 def status_time(heartbeat: ShipperStatus | None) -> datetime | None:
