@@ -111,6 +111,10 @@ fault-matrix: venv system-deps build-deps ## The fault matrix (runner and operat
 	bash scripts/build-versitygw.sh >/dev/null
 	$(PY) -m pytest tests/integration/test_fault_matrix.py $(wildcard tests/e2e/test_fault_matrix.py) $(PYTEST_ARGS)
 
+.PHONY: load
+load: venv system-deps build-deps ## Load long mode: 50 policies every minute for 30 min, figures at the end (LOAD_POLICIES, LOAD_MINUTES)
+	LOAD_POLICIES=$${LOAD_POLICIES:-50} LOAD_MINUTES=$${LOAD_MINUTES:-30} $(PY) -m pytest tests/e2e/test_load.py -s $(PYTEST_ARGS)
+
 .PHONY: demo
 demo: platform-up ## Run it locally: the platform, the operator, a sample policy and a backup (stop: make platform-down)
 	$(PY) -m lamassu_platform.demo --state .platform

@@ -54,6 +54,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,48 @@ def no_leftovers(pg: PostgresServer, dbs: list[str]) -> None:
     assert [d for db in dbs for d in databases_like(pg, db)] == dbs, "a scratch database was left"
 
 
+@dataclass
+class Changed:
+    """A database of its own, backed up, then changed: the set's config and the live state on
+    both sides of the change (what a restore must bring back, and what a failed one must keep)."""
+
+    db: str
+    cfg: RunnerConfig
+    backed_up: dict[str, Any]
+    changed: dict[str, Any]
+
+
+ChangedFactory = Callable[..., Changed]
+
+
+@pytest.fixture
+def changed_since_backup(
+    runner_config: ConfigFactory, own_db: Callable[..., str], pg: PostgresServer, tmp_path: Path
+) -> ChangedFactory:
+    """``make(change, template="ca", before=None, **config)``: a copy of ``template``
+    (``before(db)`` run on it first), backed up with ``config`` overrides, then ``change`` (SQL,
+    or a function of the database) applied."""
+
+    def make(
+        change: str | Callable[[str], None],
+        template: str = "ca",
+        before: Callable[[str], None] | None = None,
+        **more: Any,
+    ) -> Changed:
+        db = own_db(template)
+        if before is not None:
+            before(db)
+        cfg = backup_of(runner_config, tmp_path, [db], **more)
+        backed_up = live_state(pg, db)
+        if isinstance(change, str):
+            pg.psql(change, db)
+        else:
+            change(db)
+        return Changed(db, cfg, backed_up, live_state(pg, db))
+
+    return make
+
+
 def assert_secret_free(text: str, *secrets: str) -> None:
     for secret in secrets:
         assert secret not in text
@@ -233,19 +276,16 @@ def test_postgres_restarted_mid_dump(
 
 
 def test_postgres_restarted_mid_restore(
-    runner_config: ConfigFactory,
+    changed_since_backup: ChangedFactory,
     restore_config: RestoreFactory,
-    own_db: Callable[..., str],
     pg_restarted: PostgresServer,
     fault_matrix: FaultMatrix,
     tmp_path: Path,
 ) -> None:
     pg = pg_restarted
     with fault_matrix.cell("pg-restart-mid-restore") as cell:
-        db = own_db("ca")
-        cfg = backup_of(runner_config, tmp_path, [db])
-        pg.psql("UPDATE certificates SET status = 'REVOKED' WHERE NOT is_ca;", db)
-        before = live_state(pg, db)
+        case = changed_since_backup("UPDATE certificates SET status = 'REVOKED' WHERE NOT is_ca;")
+        db, cfg, before = case.db, case.cfg, case.changed
         proc, termination = start(restore_config(cfg, components=["postgres"]), tmp_path)
         _, seen = wait_for_stream(proc, "pg_restore", "rchar", 4 * MIB)
         pg.stop()
@@ -323,9 +363,8 @@ def test_s3_stopped_mid_upload(
 
 
 def test_s3_stopped_mid_download(
-    runner_config: ConfigFactory,
+    changed_since_backup: ChangedFactory,
     restore_config: RestoreFactory,
-    own_db: Callable[..., str],
     pg: PostgresServer,
     crashy_s3: RestartableS3,
     secrets: SecretDir,
@@ -333,12 +372,12 @@ def test_s3_stopped_mid_download(
     tmp_path: Path,
 ) -> None:
     with fault_matrix.cell("s3-stop-mid-download") as cell:
-        db = own_db("ca")
-        inflate(pg, db, 64)
-        destination = crashy_destination(crashy_s3, secrets)
-        cfg = backup_of(runner_config, tmp_path, [db], destination=destination)
-        pg.psql("DELETE FROM certificates WHERE status = 'REVOKED';", db)
-        before = live_state(pg, db)
+        case = changed_since_backup(
+            "DELETE FROM certificates WHERE status = 'REVOKED';",
+            before=lambda db: inflate(pg, db, 64),
+            destination=crashy_destination(crashy_s3, secrets),
+        )
+        db, cfg, before = case.db, case.cfg, case.changed
         proc, termination = start(restore_config(cfg, components=["postgres"]), tmp_path)
         _, seen = wait_for_stream(proc, "pg_restore", "rchar", MIB)
         crashy_s3.kill()
@@ -426,18 +465,15 @@ def test_openbao_sealed_between_kv_writes(
 
 # ---------------------------------------------------------------------------------- scratch
 def test_scratch_volume_full(
-    runner_config: ConfigFactory,
+    changed_since_backup: ChangedFactory,
     restore_config: RestoreFactory,
-    own_db: Callable[..., str],
     pg: PostgresServer,
     fault_matrix: FaultMatrix,
     tmp_path: Path,
 ) -> None:
     with fault_matrix.cell("scratch-full") as cell:
-        db = own_db("ca")
-        cfg = backup_of(runner_config, tmp_path, [db])
-        pg.psql("DELETE FROM certificates WHERE status = 'REVOKED';", db)
-        before = live_state(pg, db)
+        case = changed_since_backup("DELETE FROM certificates WHERE status = 'REVOKED';")
+        db, cfg, before = case.db, case.cfg, case.changed
         with small_tmpfs(tmp_path / "scratch", "4m") as scratch:
             code, result, stderr = run_restore(
                 restore_config(cfg, components=["postgres"], postgresJobs=2),
@@ -460,19 +496,15 @@ def test_scratch_volume_full(
 
 # ---------------------------------------------------------------------------------- SIGKILL
 def test_runner_sigkilled_mid_restore_then_rerun(
-    runner_config: ConfigFactory,
+    changed_since_backup: ChangedFactory,
     restore_config: RestoreFactory,
-    own_db: Callable[..., str],
     pg: PostgresServer,
     fault_matrix: FaultMatrix,
     tmp_path: Path,
 ) -> None:
     with fault_matrix.cell("sigkill-restore-rerun") as cell:
-        db = own_db("ca")
-        original = live_state(pg, db)
-        cfg = backup_of(runner_config, tmp_path, [db])
-        pg.psql("DELETE FROM certificates WHERE NOT is_ca;", db)
-        damaged = live_state(pg, db)
+        case = changed_since_backup("DELETE FROM certificates WHERE NOT is_ca;")
+        db, cfg, original, damaged = case.db, case.cfg, case.backed_up, case.changed
         rcfg = restore_config(cfg, components=["postgres"], swapSuffix="k1")
         proc, termination = start(rcfg, tmp_path)
         _, seen = wait_for_stream(proc, "pg_restore", "rchar", 4 * MIB)
@@ -531,19 +563,15 @@ def test_backup_runner_sigkilled_mid_upload_then_rerun(
 
 # ------------------------------------------------------------------------------ concurrency
 def test_two_restores_at_once(
-    runner_config: ConfigFactory,
+    changed_since_backup: ChangedFactory,
     restore_config: RestoreFactory,
-    own_db: Callable[..., str],
     pg: PostgresServer,
     fault_matrix: FaultMatrix,
     tmp_path: Path,
 ) -> None:
     with fault_matrix.cell("two-restores-at-once") as cell:
-        db = own_db("ca")
-        original = live_state(pg, db)
-        cfg = backup_of(runner_config, tmp_path, [db])
-        pg.psql("DELETE FROM certificates WHERE NOT is_ca;", db)
-        damaged = live_state(pg, db)
+        case = changed_since_backup("DELETE FROM certificates WHERE NOT is_ca;")
+        db, cfg, original, damaged = case.db, case.cfg, case.backed_up, case.changed
         first = restore_config(cfg, components=["postgres"], swapSuffix="a1")
         second = restore_config(cfg, components=["postgres"], swapSuffix="b2")
         one, t_one = start(first, tmp_path)
@@ -569,20 +597,18 @@ def test_two_restores_at_once(
 
 
 def test_restore_while_a_backup_dumps_the_server(
+    changed_since_backup: ChangedFactory,
     runner_config: ConfigFactory,
     restore_config: RestoreFactory,
-    own_db: Callable[..., str],
     pg: PostgresServer,
     s3: S3Server,
     fault_matrix: FaultMatrix,
     tmp_path: Path,
 ) -> None:
     with fault_matrix.cell("restore-during-backup") as cell:
-        db = own_db("va")  # a small set: restored in about a second
-        original = live_state(pg, db)
-        cfg = backup_of(runner_config, tmp_path, [db])
-        inflate(pg, db, 64)  # since the set
-        damaged = live_state(pg, db)
+        # A small set (restored in about a second), then 64 MiB more since the set.
+        case = changed_since_backup(lambda db: inflate(pg, db, 64), template="va")
+        db, cfg, original, damaged = case.db, case.cfg, case.backed_up, case.changed
 
         def slow_parts(method: str, path: str) -> bool:
             """Each part 1 s late: the dump streams (back-pressured) for several seconds."""

@@ -12,7 +12,9 @@ Nothing runs Pods: pair it with :class:`lamassu_platform.podrunner.PodRunner`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -169,6 +171,28 @@ class ControlPlane:
             stop_process(proc, timeout=45)
             self.returncode = proc.returncode
         self._server = None
+
+    def restart(self, down: float = 0.0, *, kill: bool = False) -> float:
+        """Stop and start again on the same port with the same data directory: etcd's data and
+        every object are kept, and clients (the operator in its Pod, the pod runner) reconnect
+        to the same URL, as after an apiserver restart on a real control plane. ``kill``:
+        SIGKILL instead of a graceful stop (a crash; seconds instead of the apiserver's
+        shutdown, and etcd loses nothing the kernel was given). Returns the seconds the API was
+        unreachable."""
+        port, saved = self.port, self.secure_port
+        began = time.monotonic()
+        if kill and self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=30)
+        self.stop()
+        time.sleep(down)
+        self.secure_port = port
+        try:
+            self.start()
+        finally:
+            self.secure_port = saved
+        return time.monotonic() - began
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of ``controlplane.log``, for error messages."""
