@@ -26,6 +26,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -141,6 +142,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# A missing file (the server asks for timeline history files that may not exist) exits 1, quietly.
+_PY_COPY = (
+    "import os,shutil,sys; s,d=sys.argv[1:]; "
+    "sys.exit(1) if not os.path.exists(s) else shutil.copyfile(s,d)"
+)
+
+
+def _copy_program() -> str:
+    """What the scratch server's ``restore_command`` copies a WAL file with: ``cp``, or the
+    runner's own Python where there is none (the runner image ships no coreutils)."""
+    cp = shutil.which("cp")
+    return f'"{cp}"' if cp else f'"{sys.executable}" -c "{_PY_COPY}"'
 
 
 def _conf_value(value: str) -> str:
@@ -263,7 +278,7 @@ def _recovery_conf(
         "port": str(port),
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": str(socket_dir),
-        "restore_command": f'cp "{wal_dir}/%f" "%p"',
+        "restore_command": f'{_copy_program()} "{wal_dir}/%f" "%p"',
         "recovery_target_action": "promote",
         "recovery_target_timeline": "current",
         "archive_mode": "off",
