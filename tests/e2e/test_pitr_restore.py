@@ -10,21 +10,18 @@ servers, and with ``LAMASSU_POD_RUNTIME=host`` this machine has the platform's o
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from lamassu_platform.stack import Platform
 
 from .conftest import GROUP, VERSION, Cluster, Operator
 from .test_restore import PART_OF, restore, restore_jobs, step_names, wait_restore
-from .test_wal_archiving import POLICIES, Writer, pitr, replication_role
+from .test_wal_archiving import POLICIES, Writer, pitr, wal_policy
 
 pytestmark = [pytest.mark.platform, pytest.mark.e2e]
 
@@ -50,55 +47,17 @@ def parse(text: str | None) -> datetime | None:
 
 @pytest.fixture(scope="module")
 def archive(cluster: Cluster, operator: Operator, platform: Platform) -> Iterator[Archive]:
-    pg = platform.pg
-    assert pg is not None
-    ns = cluster.namespace()
-    slot = f"e2e_{ns.replace('-', '_')}"
-    apps = k8s.AppsV1Api(cluster.api)
-    with replication_role(pg, slot) as (user, password):
-        cluster.core.create_namespaced_secret(
-            ns,
-            {
-                "metadata": {"name": "wal-replication"},
-                "stringData": {"username": user, "password": password},
-            },
-        )
-        writer = Writer(pg, f"pitr_{ns.replace('-', '_')}")
+    with wal_policy(cluster, platform, POLICY) as setup:
+        ns, writer = setup.ns, setup.writer
         try:
-            body = platform.sample_policy(POLICY)
-            body["metadata"]["namespace"] = ns
-            body["spec"]["components"]["postgres"]["walArchiving"] = {
-                "enabled": True,
-                "replicationCredentialsSecret": {"name": "wal-replication"},
-                "slotName": slot,
-                "partialInterval": "1s",
-                "baseBackupSchedule": "0 0 1 1 *",  # the first base backup starts at once
-            }
-            cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, body)
-            try:
-                cluster.wait(
-                    "a recoverable window on the policy's status",
-                    lambda: pitr(cluster, ns, POLICY).get("recoverableUntil"),
-                    300,
-                )
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}: {diagnosis(cluster, ns)}") from None
-            yield Archive(ns, writer.database, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(ApiException):
-                cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, POLICY)
-            with contextlib.suppress(ApiException):
-                apps.delete_namespaced_deployment(f"{POLICY}-wal-shipper", ns)
             cluster.wait(
-                "the shipper's Pods to stop",
-                lambda: (
-                    not cluster.core.list_namespaced_pod(
-                        ns, label_selector="backup.lamassu.io/role=wal-shipper"
-                    ).items
-                ),
-                60,
+                "a recoverable window on the policy's status",
+                lambda: pitr(cluster, ns, POLICY).get("recoverableUntil"),
+                300,
             )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {diagnosis(cluster, ns)}") from None
+        yield Archive(ns, writer.database, writer)
 
 
 def diagnosis(cluster: Cluster, ns: str) -> str:

@@ -15,6 +15,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +75,67 @@ class Writer:
             self.pg.drop_database(self.database)
 
 
+@dataclass
+class WalPolicy:
+    """A namespace whose policy ships WAL from the platform's PostgreSQL (see wal_policy)."""
+
+    ns: str
+    writer: Writer
+    slot: str
+    password: str
+
+
+@contextlib.contextmanager
+def wal_policy(
+    cluster: Cluster, platform: Platform, name: str, **settings: Any
+) -> Iterator[WalPolicy]:
+    """A fresh namespace with policy ``name`` shipping WAL (1 s partials, a base backup at once)
+    as its own replication role and slot, and a table written once a second; the writer stops,
+    the shipper goes and its Pods are waited for on the way out, the role and slot dropped."""
+    pg = platform.pg
+    assert pg is not None
+    ns = cluster.namespace()
+    slot = f"e2e_{ns.replace('-', '_')}"
+    apps = k8s.AppsV1Api(cluster.api)
+    with replication_role(pg, slot) as (user, password):
+        cluster.core.create_namespaced_secret(
+            ns,
+            {
+                "metadata": {"name": "wal-replication"},
+                "stringData": {"username": user, "password": password},
+            },
+        )
+        writer = Writer(pg, f"{name}_{ns.replace('-', '_')}")
+        try:
+            body = platform.sample_policy(name)
+            body["metadata"]["namespace"] = ns
+            body["spec"]["components"]["postgres"]["walArchiving"] = {
+                "enabled": True,
+                "replicationCredentialsSecret": {"name": "wal-replication"},
+                "slotName": slot,
+                "partialInterval": "1s",
+                "baseBackupSchedule": "0 0 1 1 *",  # the first base backup starts at once
+                **settings,
+            }
+            cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, body)
+            yield WalPolicy(ns, writer, slot, password)
+        finally:
+            writer.close()
+            with contextlib.suppress(ApiException):
+                cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, name)
+            with contextlib.suppress(ApiException):
+                apps.delete_namespaced_deployment(f"{name}-wal-shipper", ns)
+            cluster.wait(
+                "the shipper's Pods to stop",
+                lambda: (
+                    not cluster.core.list_namespaced_pod(
+                        ns, label_selector="backup.lamassu.io/role=wal-shipper"
+                    ).items
+                ),
+                60,
+            )
+
+
 def pitr(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
     policy = cluster.get(POLICIES, ns, name) or {}
     return dict((policy.get("status") or {}).get("pointInTimeRecovery") or {})
@@ -105,126 +167,88 @@ def diagnose(cluster: Cluster, ns: str) -> str:
 def test_wal_archiving_ships_takes_a_base_backup_shows_the_window_and_is_removed_when_disabled(
     cluster: Cluster, operator: Operator, platform: Platform
 ) -> None:
-    pg = platform.pg
-    assert pg is not None
-    ns = cluster.namespace()
-    slot = f"e2e_{ns.replace('-', '_')}"
     apps = k8s.AppsV1Api(cluster.api)
-    with replication_role(pg, slot) as (user, password):
-        cluster.core.create_namespaced_secret(
-            ns,
-            {
-                "metadata": {"name": "wal-replication"},
-                "stringData": {"username": user, "password": password},
-            },
-        )
-        writer = Writer(pg, f"wal_{ns.replace('-', '_')}")
-        try:
-            body = platform.sample_policy("pitr")
-            body["metadata"]["namespace"] = ns
-            body["spec"]["components"]["postgres"]["walArchiving"] = {
-                "enabled": True,
-                "replicationCredentialsSecret": {"name": "wal-replication"},
-                "slotName": slot,
-                "partialInterval": "1s",
-                "baseBackupSchedule": "0 0 1 1 *",  # the first base backup starts at once
-                "recoveryPointObjective": "1m",
-            }
-            cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, body)
+    with wal_policy(cluster, platform, "pitr", recoveryPointObjective="1m") as setup:
+        ns, password = setup.ns, setup.password
 
-            def shipper_up() -> Any:
-                try:
-                    dep = apps.read_namespaced_deployment("pitr-wal-shipper", ns)
-                except ApiException:
-                    return None
-                return dep if (dep.status.available_replicas or 0) >= 1 else None
-
+        def shipper_up() -> Any:
             try:
-                dep = cluster.wait("the shipper Deployment to have its Pod up", shipper_up, 60)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{diagnose(cluster, ns)}") from None
-            assert dep.spec.strategy.type == "Recreate"
-            assert dep.metadata.owner_references[0].kind == "LamassuBackupPolicy"
-            pods = cluster.core.list_namespaced_pod(
-                ns, label_selector="backup.lamassu.io/role=wal-shipper"
+                dep = apps.read_namespaced_deployment("pitr-wal-shipper", ns)
+            except ApiException:
+                return None
+            return dep if (dep.status.available_replicas or 0) >= 1 else None
+
+        try:
+            dep = cluster.wait("the shipper Deployment to have its Pod up", shipper_up, 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(cluster, ns)}") from None
+        assert dep.spec.strategy.type == "Recreate"
+        assert dep.metadata.owner_references[0].kind == "LamassuBackupPolicy"
+        pods = cluster.core.list_namespaced_pod(
+            ns, label_selector="backup.lamassu.io/role=wal-shipper"
+        ).items
+        assert pods
+        assert pods[0].metadata.owner_references[0].kind == "ReplicaSet"
+        assert pods[0].spec.security_context.run_as_non_root is True
+
+        prefix = f"local/{ns}/pitr/"
+        cluster.wait(
+            "encrypted WAL in the bucket",
+            lambda: [k for k in keys_under(platform, prefix + "wal/") if k.endswith(".gpg")],
+            40,
+        )
+
+        def base_done() -> Any:
+            done = cluster.batch.list_namespaced_job(
+                ns, label_selector="backup.lamassu.io/role=base-backup"
             ).items
-            assert pods
-            assert pods[0].metadata.owner_references[0].kind == "ReplicaSet"
-            assert pods[0].spec.security_context.run_as_non_root is True
+            return [j for j in done if (j.status.succeeded or 0) >= 1]
 
-            prefix = f"local/{ns}/pitr/"
-            cluster.wait(
-                "encrypted WAL in the bucket",
-                lambda: [k for k in keys_under(platform, prefix + "wal/") if k.endswith(".gpg")],
-                40,
-            )
+        job = cluster.wait("the first base backup Job to complete", base_done, 60)[0]
+        assert keys_under(platform, f"{prefix}basebackups/")
+        first = cluster.wait(
+            "a recoverable window on the policy's status",
+            lambda: pitr(cluster, ns, "pitr").get("recoverableUntil") and pitr(cluster, ns, "pitr"),
+            40,
+        )
+        assert first["baseBackups"] == 1
+        assert first["lastBaseBackup"] == job.metadata.name
+        assert first["shipper"] == "Available"
+        assert first["lastShippedWal"]
+        start = datetime.fromisoformat(first["recoverableFrom"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(first["recoverableUntil"].replace("Z", "+00:00"))
+        assert start <= end
 
-            def base_done() -> Any:
-                done = cluster.batch.list_namespaced_job(
-                    ns, label_selector="backup.lamassu.io/role=base-backup"
-                ).items
-                return [j for j in done if (j.status.succeeded or 0) >= 1]
+        def advanced() -> Any:
+            now = pitr(cluster, ns, "pitr")
+            return now if now.get("recoverableUntil", "") > first["recoverableUntil"] else None
 
-            job = cluster.wait("the first base backup Job to complete", base_done, 60)[0]
-            assert keys_under(platform, f"{prefix}basebackups/")
-            first = cluster.wait(
-                "a recoverable window on the policy's status",
-                lambda: (
-                    pitr(cluster, ns, "pitr").get("recoverableUntil") and pitr(cluster, ns, "pitr")
-                ),
-                40,
-            )
-            assert first["baseBackups"] == 1
-            assert first["lastBaseBackup"] == job.metadata.name
-            assert first["shipper"] == "Available"
-            assert first["lastShippedWal"]
-            start = datetime.fromisoformat(first["recoverableFrom"].replace("Z", "+00:00"))
-            end = datetime.fromisoformat(first["recoverableUntil"].replace("Z", "+00:00"))
-            assert start <= end
+        later = cluster.wait("the window's end to move forward", advanced, 40)
+        assert later["recoverableFrom"] == first["recoverableFrom"]
+        policy = cluster.get(POLICIES, ns, "pitr") or {}
+        wal_status = policy["status"]["components"]["postgresWal"]
+        assert wal_status["stale"] is False
+        assert cluster.condition(policy, "WalArchiving")["status"] == "True"
+        text = str(policy["status"])
+        assert password not in text
 
-            def advanced() -> Any:
-                now = pitr(cluster, ns, "pitr")
-                return now if now.get("recoverableUntil", "") > first["recoverableUntil"] else None
+        cluster.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            POLICIES,
+            "pitr",
+            {"spec": {"components": {"postgres": {"walArchiving": {"enabled": False}}}}},
+        )
 
-            later = cluster.wait("the window's end to move forward", advanced, 40)
-            assert later["recoverableFrom"] == first["recoverableFrom"]
-            policy = cluster.get(POLICIES, ns, "pitr") or {}
-            wal_status = policy["status"]["components"]["postgresWal"]
-            assert wal_status["stale"] is False
-            assert cluster.condition(policy, "WalArchiving")["status"] == "True"
-            text = str(policy["status"])
-            assert password not in text
+        def removed() -> bool:
+            try:
+                apps.read_namespaced_deployment("pitr-wal-shipper", ns)
+            except ApiException as exc:
+                return bool(exc.status == 404)
+            return False
 
-            cluster.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ns,
-                POLICIES,
-                "pitr",
-                {"spec": {"components": {"postgres": {"walArchiving": {"enabled": False}}}}},
-            )
-
-            def removed() -> bool:
-                try:
-                    apps.read_namespaced_deployment("pitr-wal-shipper", ns)
-                except ApiException as exc:
-                    return bool(exc.status == 404)
-                return False
-
-            cluster.wait("the shipper Deployment to be removed", removed, 30)
-            cluster.wait(
-                "pointInTimeRecovery to leave the status", lambda: not pitr(cluster, ns, "pitr"), 30
-            )
-        finally:
-            writer.close()
-            with contextlib.suppress(ApiException):
-                apps.delete_namespaced_deployment("pitr-wal-shipper", ns)
-            cluster.wait(
-                "the shipper's Pods to stop",
-                lambda: (
-                    not cluster.core.list_namespaced_pod(
-                        ns, label_selector="backup.lamassu.io/role=wal-shipper"
-                    ).items
-                ),
-                30,
-            )
+        cluster.wait("the shipper Deployment to be removed", removed, 30)
+        cluster.wait(
+            "pointInTimeRecovery to leave the status", lambda: not pitr(cluster, ns, "pitr"), 30
+        )
