@@ -318,7 +318,9 @@ def test_restore_refusals_are_one_line_and_create_nothing(
     )
     one_line_error(
         plugin("restore", "--at", "2026-11-24T07:00:00Z", "--policy", "lamassu"),
-        "no completed backup of policy lamassu with postgres, vault taken at or before 2026-11-24T07:00:00Z",
+        # a drill by default, so the set must hold what a drill of this policy restores
+        "no completed backup of policy lamassu with postgres, vault, volumes taken at or before "
+        "2026-11-24T07:00:00Z",
     )
     one_line_error(
         plugin("restore", "--latest", "--policy", "ghost"), "LamassuBackupPolicy ghost not found"
@@ -464,7 +466,8 @@ def test_restore_describe_shows_steps_plan_evidence_and_conditions(
     fresh = plugin("restore", "describe", "r1")
     assert fresh.code == 0, fresh
     assert "Phase:              Pending" in fresh.out
-    assert "(not planned yet)" in fresh.out
+    # A drill has no plan Job: its plan comes with its restore Job.
+    assert "(filled in by the drill's Job: it restores into scratch targets only)" in fresh.out
     status = {
         "phase": "Completed",
         "step": "Teardown",
@@ -522,7 +525,7 @@ def test_drill_restores_the_newest_whole_set_into_scratch_targets(
     create_policy(installed, ns)
     one_line_error(
         plugin("drill", "lamassu"),
-        f"no completed backup of policy lamassu with postgres, vault in namespace {ns}",
+        f"no completed backup of policy lamassu with postgres, vault, volumes in namespace {ns}",
     )
     create_backup(installed, ns, "lamassu-a", "20261124T080000Z")
     create_backup(installed, ns, "lamassu-b", "20261124T100000Z")
