@@ -363,6 +363,47 @@ LABEL_SCHEDULED_DRILL = f"{GROUP}/scheduled-drill"
 """On a LamassuRestore the policy's verification schedule created: the policy's name."""
 
 
+def _verification_keys(policy: BackupPolicySpec) -> dict[str, Any]:
+    """A scheduled drill's keys and checks, as the policy's verification says (no signer key:
+    the signature is not checked)."""
+    v = policy.verification
+    return {
+        "decryption_key_secret": v.decryption_key_secret,
+        "decryption_key_passphrase_secret": v.decryption_key_passphrase_secret,
+        "signer_key_secret": v.signer_key_secret,
+        "insecure_skip_signature_check": v.signer_key_secret is None,
+        "validation": Validation(key_consistency=v.key_consistency),
+    }
+
+
+def _drill_resource(
+    name: str,
+    namespace: str,
+    *,
+    policy_name: str,
+    labels: dict[str, str],
+    owner: Owner,
+    spec: RestoreSpec,
+) -> dict[str, Any]:
+    """A scheduled drill as a LamassuRestore: the policy's and scheduled-drill labels, owned."""
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "LamassuRestore",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_POLICY: layout.label_value(policy_name),
+                **labels,
+                LABEL_SCHEDULED_DRILL: layout.label_value(policy_name),
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            },
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec.to_api(),
+    }
+
+
 def drill_restore_name(policy_name: str, tick: str) -> str:
     """Deterministic name of a scheduled drill (one per verification tick): a restarted
     operator that fires the same tick again finds it instead of making a second one."""
@@ -389,8 +430,7 @@ def drill_restore(
     set it tests: it goes when retention deletes the set, and the verification service keeps
     only the newest ``recentRunsLimit`` of a policy's drills.
     """
-    verification = policy.verification
-    if verification.decryption_key_secret is None:
+    if policy.verification.decryption_key_secret is None:
         return None
     drilled = {
         c.name
@@ -401,28 +441,17 @@ def drill_restore(
         backup_ref=LocalObjectRef(name=backup_name),
         mode=RestoreMode.DRILL,
         components=[ComponentName(c) for c in components if c in drilled],
-        decryption_key_secret=verification.decryption_key_secret,
-        decryption_key_passphrase_secret=verification.decryption_key_passphrase_secret,
-        signer_key_secret=verification.signer_key_secret,
-        insecure_skip_signature_check=verification.signer_key_secret is None,
-        validation=Validation(key_consistency=verification.key_consistency),
+        **_verification_keys(policy),
     )
-    return {
-        "apiVersion": f"{GROUP}/v1alpha1",
-        "kind": "LamassuRestore",
-        "metadata": {
-            "name": drill_restore_name(policy_name, tick),
-            "namespace": namespace,
-            "labels": {
-                LABEL_POLICY: layout.label_value(policy_name),
-                LABEL_BACKUP: layout.label_value(backup_name),
-                LABEL_SCHEDULED_DRILL: layout.label_value(policy_name),
-                "app.kubernetes.io/managed-by": MANAGED_BY,
-            },
-            "ownerReferences": [owner.reference()],
-        },
-        "spec": spec.to_api(),
-    }
+    labels = {LABEL_BACKUP: layout.label_value(backup_name)}
+    return _drill_resource(
+        drill_restore_name(policy_name, tick),
+        namespace,
+        policy_name=policy_name,
+        labels=labels,
+        owner=owner,
+        spec=spec,
+    )
 
 
 LABEL_PITR_DRILL = f"{GROUP}/pitr-drill"
@@ -445,8 +474,7 @@ def pitr_drill_restore(
     """The Drill LamassuRestore of postgres to ``target`` from the policy's WAL archive (a base
     backup and the WAL after it, into scratch, checked, torn down); None without a decryption
     key. Owned by the policy; one per verification tick (a deterministic name)."""
-    verification = policy.verification
-    if verification.decryption_key_secret is None:
+    if policy.verification.decryption_key_secret is None:
         return None
     spec = RestoreSpec(
         source=RestoreSource(
@@ -455,28 +483,13 @@ def pitr_drill_restore(
         ),
         mode=RestoreMode.DRILL,
         components=[ComponentName.POSTGRES],
-        decryption_key_secret=verification.decryption_key_secret,
-        decryption_key_passphrase_secret=verification.decryption_key_passphrase_secret,
-        signer_key_secret=verification.signer_key_secret,
-        insecure_skip_signature_check=verification.signer_key_secret is None,
-        validation=Validation(key_consistency=verification.key_consistency),
+        **_verification_keys(policy),
     )
-    return {
-        "apiVersion": f"{GROUP}/v1alpha1",
-        "kind": "LamassuRestore",
-        "metadata": {
-            "name": layout.bounded_name(policy_name, "pitr-drill", tick.lower()),
-            "namespace": namespace,
-            "labels": {
-                LABEL_POLICY: layout.label_value(policy_name),
-                LABEL_SCHEDULED_DRILL: layout.label_value(policy_name),
-                LABEL_PITR_DRILL: layout.label_value(policy_name),
-                "app.kubernetes.io/managed-by": MANAGED_BY,
-            },
-            "ownerReferences": [owner.reference()],
-        },
-        "spec": spec.to_api(),
-    }
+    name = layout.bounded_name(policy_name, "pitr-drill", tick.lower())
+    labels = {LABEL_PITR_DRILL: layout.label_value(policy_name)}
+    return _drill_resource(
+        name, namespace, policy_name=policy_name, labels=labels, owner=owner, spec=spec
+    )
 
 
 def drills_to_delete(drills: list[dict[str, Any]], keep: int, verifying: set[str]) -> list[str]:
