@@ -341,7 +341,8 @@ def restore_body(req: RestoreRequest, *, name: str, namespace: str) -> dict[str,
     annotations = {CREATED_BY_ANNOTATION: "kubectl-lamassu"}
     if req.requested:
         annotations[REQUESTED_ANNOTATION] = req.requested
-    labels = {LABEL_POLICY: policy_of(req.backup)} if policy_of(req.backup) else {}
+    policy = policy_of(req.backup)
+    labels = {LABEL_POLICY: layout.label_value(policy)} if policy else {}
     return {
         "apiVersion": API_VERSION,
         "kind": "LamassuRestore",

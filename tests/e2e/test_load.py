@@ -3,15 +3,20 @@ one-minute schedules for a long while on the real platform, and the figures at t
 
 ``LOAD_POLICIES`` (50) policies, ``* * * * *``, for ``LOAD_MINUTES`` (30), each backing up the
 config component (a Job and the commit Job per run: the operator's work is the same for every
-component, the runners' is not what this measures). The operator runs as the chart's Pod with
-the shipped periods (not the tests' shortened ones), so the API rate is what a user would see.
+component, the runners' is not what this measures) and keeping ``LOAD_KEEP`` (5) records, so
+retention deletes runs all along and the objects the operator watches level off after a few
+minutes (what a user's cluster looks like; memory that still grew then would be a leak). The
+operator runs as the chart's Pod with the shipped periods (not the tests' shortened ones), so
+the API rate is what a user would see.
 
 Reported (and asserted): every tick accounted for (a run, or a Skipped or Missed record in the
 policy's recentRuns, as the policy loop records them), no tick run twice, no orphaned Job; and,
-as figures: runs completed/failed, the operator's RSS at the start and the end (read from /proc
-through the pod runner, which started the container), and the operator's API requests per
-minute (``apiserver_flowcontrol_dispatched_requests_total`` of a FlowSchema that matches only
-the operator's ServiceAccount: the apiserver's request counters carry no user label).
+as figures: runs completed/failed, the operator's RSS at the start, after a minute, over the
+second half and at the end, with the record count every five minutes (read from /proc through
+the pod runner, which started the container), and the operator's API requests per minute and
+per run, by resource and verb (``apiserver_flowcontrol_dispatched_requests_total`` of one
+FlowSchema per resource and verb matching only the operator's ServiceAccount: the apiserver's
+request counters carry no user label).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +42,9 @@ from .conftest import GROUP, VERSION, Cluster
 
 POLICIES = int(os.environ.get("LOAD_POLICIES", "50"))
 MINUTES = float(os.environ.get("LOAD_MINUTES", "30"))
+# Records each policy keeps (keepLast): retention deletes the older ones all along, so the number
+# of objects the operator watches levels off within minutes and its memory should too.
+KEEP = int(os.environ.get("LOAD_KEEP", "5"))
 
 pytestmark = [
     pytest.mark.timeout(int(MINUTES * 60) + 1200),  # the run, then the last runs and the setup
@@ -49,6 +58,115 @@ pytestmark = [
 
 FLOW_SCHEMA = "lamassu-load-operator"
 FLOWCONTROL = ("flowcontrol.apiserver.k8s.io", "v1", "flowschemas")
+# The requests the operator makes, one FlowSchema each (resource, verb), so the figures say where
+# a run's requests go; anything else lands in the catch-all FLOW_SCHEMA.
+RESOURCES = (
+    "lamassubackups",
+    "lamassubackups/status",
+    "lamassubackuppolicies",
+    "lamassubackuppolicies/status",
+    "lamassurestores",
+    "jobs",
+    "pods",
+    "events",
+    "secrets",
+    "configmaps",
+    "serviceaccounts",
+    "roles",
+    "rolebindings",
+    "deployments",
+    "persistentvolumeclaims",
+)
+VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
+
+
+def _schema_name(resource: str, verb: str) -> str:
+    return f"{FLOW_SCHEMA}-{resource.replace('/', '-')}-{verb}"
+
+
+def _schema(
+    name: str, precedence: int, resource_rule: dict[str, Any], non_resource: bool
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "serviceAccount": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE},
+            }
+        ],
+        "resourceRules": [resource_rule],
+    }
+    if non_resource:
+        rule["nonResourceRules"] = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+    return {
+        "apiVersion": "/".join(FLOWCONTROL[:2]),
+        "kind": "FlowSchema",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": FLOW_SCHEMA}},
+        "spec": {
+            "matchingPrecedence": precedence,
+            "priorityLevelConfiguration": {"name": "workload-high"},
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [rule],
+        },
+    }
+
+
+def _flow_schemas() -> list[dict[str, Any]]:
+    """One FlowSchema per (resource, verb) for the operator's ServiceAccount alone (precedence
+    above the built-in ``service-accounts``), and a catch-all for the rest."""
+    everywhere = {"clusterScope": True, "namespaces": ["*"], "apiGroups": ["*"]}
+    out = [
+        _schema(
+            _schema_name(resource, verb),
+            400 + i,
+            {**everywhere, "verbs": [verb], "resources": [resource]},
+            non_resource=False,
+        )
+        for i, (resource, verb) in enumerate((r, v) for r in RESOURCES for v in VERBS)
+    ]
+    out.append(_schema(FLOW_SCHEMA, 599, {**everywhere, "verbs": ["*"], "resources": ["*"]}, True))
+    return out
+
+
+def _delete_flow_schemas(cluster: Cluster) -> None:
+    group, version, plural = FLOWCONTROL
+    for item in cluster.custom.list_cluster_custom_object(
+        group, version, plural, label_selector=f"app.kubernetes.io/part-of={FLOW_SCHEMA}"
+    )["items"]:
+        with contextlib.suppress(ApiException):
+            cluster.custom.delete_cluster_custom_object(
+                group, version, plural, item["metadata"]["name"]
+            )
+
+
+@contextlib.contextmanager
+def operator_flow_schemas(cluster: Cluster) -> Iterator[None]:
+    """The FlowSchemas that count the operator's requests, for the duration of the block."""
+    group, version, plural = FLOWCONTROL
+    _delete_flow_schemas(cluster)
+    for body in _flow_schemas():
+        cluster.custom.create_cluster_custom_object(group, version, plural, body)
+    try:
+        yield
+    finally:
+        _delete_flow_schemas(cluster)
+
+
+def operator_requests(cluster: Cluster) -> Counter[str]:
+    """Requests the apiserver dispatched for the operator so far, by "resource verb" (its
+    FlowSchemas' counters; "other" for the catch-all)."""
+    names = {_schema_name(r, v): f"{r} {v}" for r in RESOURCES for v in VERBS}
+    names[FLOW_SCHEMA] = "other"
+    host = cluster.api.configuration.host
+    text = cluster.api.rest_client.request("GET", host + "/metrics").data.decode()
+    out: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_flowcontrol_dispatched_requests_total{"):
+            continue
+        schema = re.search(r'flow_schema="([^"]+)"', line)
+        if schema and schema.group(1) in names:
+            out[names[schema.group(1)]] += int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -80,67 +198,6 @@ def operator_rss_mib(platform: Platform, operator: Operator) -> float:
                 rss = re.search(r"^VmRSS:\s+(\d+)", status, re.M)
                 total_kib += int(rss.group(1)) if rss else 0
     return total_kib / 1024
-
-
-@contextlib.contextmanager
-def operator_flow_schema(cluster: Cluster) -> Iterator[None]:
-    """A FlowSchema that matches the operator's ServiceAccount alone (precedence above the
-    built-in ``service-accounts``), so its dispatched-request counter is the operator's."""
-    group, version, plural = FLOWCONTROL
-    body = {
-        "apiVersion": f"{group}/{version}",
-        "kind": "FlowSchema",
-        "metadata": {"name": FLOW_SCHEMA},
-        "spec": {
-            "matchingPrecedence": 500,
-            "priorityLevelConfiguration": {"name": "workload-high"},
-            "distinguisherMethod": {"type": "ByUser"},
-            "rules": [
-                {
-                    "subjects": [
-                        {
-                            "kind": "ServiceAccount",
-                            "serviceAccount": {
-                                "name": OPERATOR_ACCOUNT,
-                                "namespace": OPERATOR_NAMESPACE,
-                            },
-                        }
-                    ],
-                    "resourceRules": [
-                        {
-                            "verbs": ["*"],
-                            "apiGroups": ["*"],
-                            "resources": ["*"],
-                            "clusterScope": True,
-                            "namespaces": ["*"],
-                        }
-                    ],
-                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                }
-            ],
-        },
-    }
-    with contextlib.suppress(ApiException):
-        cluster.custom.delete_cluster_custom_object(group, version, plural, FLOW_SCHEMA)
-    cluster.custom.create_cluster_custom_object(group, version, plural, body)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ApiException):
-            cluster.custom.delete_cluster_custom_object(group, version, plural, FLOW_SCHEMA)
-
-
-def operator_requests(cluster: Cluster) -> float:
-    """Requests the apiserver dispatched for the operator so far (its FlowSchema's counter)."""
-    host = cluster.api.configuration.host
-    text = cluster.api.rest_client.request("GET", host + "/metrics").data.decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("apiserver_flowcontrol_dispatched_requests_total{") and (
-            f'flow_schema="{FLOW_SCHEMA}"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # ---------------------------------------------------------------------------------- ticking
@@ -210,7 +267,7 @@ def test_many_policies_every_minute(
     ns = cluster.namespace()
     spec = platform.sample_policy()["spec"]
     keep = dict.fromkeys(("keepDaily", "keepWeekly", "keepMonthly", "keepVerified"), 0)
-    with operator_flow_schema(cluster):
+    with operator_flow_schemas(cluster):
         time.sleep(2)
         requests_start, rss_start = operator_requests(cluster), operator_rss_mib(platform, operator)
         began = time.monotonic()
@@ -222,7 +279,7 @@ def test_many_policies_every_minute(
                 name,
                 schedule="* * * * *",
                 components={"config": spec["components"]["config"]},
-                retention={**keep, "keepLast": int(MINUTES) + 5},
+                retention={**keep, "keepLast": KEEP},
                 recentRunsLimit=50,
             )
             created[name] = datetime.fromisoformat(body["metadata"]["creationTimestamp"])
@@ -231,10 +288,12 @@ def test_many_policies_every_minute(
         end = datetime.now(UTC) + timedelta(minutes=MINUTES)
         end = end.replace(second=30, microsecond=0)
         rss_peak, rss_warm = rss_start, 0.0  # warm: after the first minute of runs
+        samples: list[tuple[float, float, int]] = []  # (minute, RSS MiB, records)
         while datetime.now(UTC) < end:
             tally.look()
             rss = operator_rss_mib(platform, operator)
             rss_peak = max(rss_peak, rss)
+            samples.append(((time.monotonic() - began) / 60, rss, len(cluster.backups(ns))))
             if not rss_warm and time.monotonic() - began >= 60:
                 rss_warm = rss
             time.sleep(min(15.0, max(0.0, (end - datetime.now(UTC)).total_seconds())))
@@ -258,9 +317,22 @@ def test_many_policies_every_minute(
     twice = sorted(k for k, v in seen.items() if len(v) > 1)
     outcomes = [v[0] for k, v in seen.items() if k in expected]
     phases = [(r.get("status") or {}).get("phase") for r in tally.runs.values()]
-    orphans = orphaned_jobs(cluster, ns)
+    # Retention deletes records all along; their Jobs go with them (the garbage collector,
+    # in the background): a Job counts as orphaned once it has had a minute for that.
+    deadline = time.monotonic() + 60
+    while (orphans := orphaned_jobs(cluster, ns)) and time.monotonic() < deadline:
+        time.sleep(5)
+    requests = requests_end - requests_start
+    total = sum(requests.values())
+    per_run = max(1, len(phases))
+    where = ", ".join(f"{k} {v / per_run:.1f}" for k, v in requests.most_common(12) if v)
+    # RSS every five minutes, and over the second half (the records have levelled off by then).
+    series = " ".join(
+        f"{m:.0f}m:{r:.0f}MiB/{n}" for m, r, n in samples if m >= 1 and int(m) % 5 == 0
+    )
+    half = [r for m, r, _ in samples if m >= MINUTES / 2]
     figures = (
-        f"load: {POLICIES} policies x {MINUTES:g} min (* * * * *, config); "
+        f"load: {POLICIES} policies x {MINUTES:g} min (* * * * *, config, keepLast {KEEP}); "
         f"ticks expected {len(expected)}, accounted {len(expected) - len(unaccounted)} "
         f"(runs {outcomes.count('run')}, Skipped {outcomes.count('Skipped')}, "
         f"Missed {outcomes.count('Missed')}); run twice {len(twice)}; "
@@ -268,10 +340,10 @@ def test_many_policies_every_minute(
         f"{sum(p in ('Failed', 'PartiallyFailed') for p in phases)}, "
         f"not ended {len(tally.in_progress())}; orphaned Jobs {len(orphans)}; "
         f"operator RSS before the policies {rss_start:.1f} MiB, after 1 min {rss_warm:.1f}, "
-        f"peak {rss_peak:.1f}, end {rss_end:.1f}; API requests/min "
-        f"{(requests_end - requests_start) / minutes:.1f} ({requests_end - requests_start:.0f} "
-        f"in {minutes:.1f} min, {(requests_end - requests_start) / max(1, len(phases)):.0f} "
-        "per run)"
+        f"peak {rss_peak:.1f}, end {rss_end:.1f}; second half {min(half, default=0):.1f}"
+        f"-{max(half, default=0):.1f}; RSS/records every 5 min: {series}; API requests/min "
+        f"{total / minutes:.1f} ({total:.0f} in {minutes:.1f} min, {total / per_run:.1f} per "
+        f"run: {where})"
     )
     print("\n" + figures)
     if platform.root.exists():

@@ -55,12 +55,12 @@ def test_cached_within_the_period_and_rechecked_after() -> None:
     spec = example_spec()
     reads = SecretReads(all_referenced(spec))
     svc = service(reads)
-    assert svc._check_secrets("ns", "a", 1, spec, NOW) == (None, None)
+    assert svc.checks.check("ns", "a", 1, spec, NOW) == (None, None)
     first = len(reads.reads)
     assert first > 0
-    assert svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=299)) == (None, None)
+    assert svc.checks.check("ns", "a", 1, spec, NOW + timedelta(seconds=299)) == (None, None)
     assert len(reads.reads) == first
-    svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=301))
+    svc.checks.check("ns", "a", 1, spec, NOW + timedelta(seconds=301))
     assert len(reads.reads) == 2 * first
 
 
@@ -70,8 +70,8 @@ def test_a_secret_event_invalidates_only_the_policies_referring_to_it() -> None:
     reads = SecretReads(referenced)
     svc = service(reads)
     for name in ("a", "b"):
-        svc._check_secrets("ns", name, 1, spec, NOW)
-    svc._check_secrets("other", "a", 1, spec, NOW)
+        svc.checks.check("ns", name, 1, spec, NOW)
+    svc.checks.check("other", "a", 1, spec, NOW)
     one_secret = sorted(referenced)[0]
 
     assert svc.invalidate_secret("ns", "unrelated-secret") == []
@@ -80,7 +80,7 @@ def test_a_secret_event_invalidates_only_the_policies_referring_to_it() -> None:
     assert svc.invalidate_secret("ns", one_secret) == []
     # The other namespace's policy is still cached.
     before = len(reads.reads)
-    svc._check_secrets("other", "a", 1, spec, NOW + timedelta(seconds=1))
+    svc.checks.check("other", "a", 1, spec, NOW + timedelta(seconds=1))
     assert len(reads.reads) == before
 
 
@@ -92,7 +92,7 @@ def test_a_missing_secret_is_reported_and_any_referenced_secret_invalidates() ->
     assert missing != later
     reads = SecretReads({k: v for k, v in referenced.items() if k != missing})
     svc = service(reads)
-    error, verify_error = svc._check_secrets("ns", "a", 1, spec, NOW)
+    error, verify_error = svc.checks.check("ns", "a", 1, spec, NOW)
     assert error is not None
     assert verify_error is None
     assert error.startswith("SecretNotFound: ")
@@ -102,7 +102,7 @@ def test_a_missing_secret_is_reported_and_any_referenced_secret_invalidates() ->
     assert later not in reads.reads
     assert svc.invalidate_secret("ns", later) == ["a"]
     reads.secrets[missing] = referenced[missing]
-    assert svc._check_secrets("ns", "a", 1, spec, NOW + timedelta(seconds=1)) == (None, None)
+    assert svc.checks.check("ns", "a", 1, spec, NOW + timedelta(seconds=1)) == (None, None)
 
 
 def test_a_secret_only_verification_needs_does_not_block_backups() -> None:
@@ -114,7 +114,7 @@ def test_a_secret_only_verification_needs_does_not_block_backups() -> None:
     ]
     assert only_verification, "the example must have a Secret only verification uses"
     reads = SecretReads({k: v for k, v in referenced.items() if k != only_verification[0]})
-    error, verify_error = service(reads)._check_secrets("ns", "a", 1, spec, NOW)
+    error, verify_error = service(reads).checks.check("ns", "a", 1, spec, NOW)
     assert error is None
     assert verify_error is not None
     assert verify_error.startswith("SecretNotFound: ")

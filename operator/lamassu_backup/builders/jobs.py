@@ -324,6 +324,17 @@ def run_of(job: dict[str, Any]) -> str | None:
     return None
 
 
+def job_ended(job: dict[str, Any], event_type: str | None = None) -> bool:
+    """Whether a Job event can move its run: the Job was deleted, or it has its final condition
+    (Complete or Failed; the Job controller sets it once the Pods are accounted for)."""
+    if event_type == "DELETED" or (job.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
 def commit_job(
     policy: BackupPolicySpec,
     *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -236,6 +237,9 @@ class ConfigWriter(ConfigReader):
         read_or_none(f"deleting {kind} {namespace}/{name}", lambda: remove(name, namespace))
 
 
+ACCOUNT_RECHECK_SECONDS = 300.0
+
+
 class KubeApi:
     """What the operator's services do through the API, each call guarded and named."""
 
@@ -246,6 +250,7 @@ class KubeApi:
         self.apps = client.AppsV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self._accounts: dict[tuple[str, str], float] = {}  # (namespace, name) -> when ensured
 
     def close(self) -> None:
         """Release the connection pool (and its threads) when the operator stops."""
@@ -493,7 +498,13 @@ class KubeApi:
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def ensure_runner_account(self, namespace: str, name: str) -> bool:
-        """ServiceAccount, Role and RoleBinding the runner needs in a namespace; True if created."""
+        """ServiceAccount, Role and RoleBinding the runner needs in a namespace; True if created.
+
+        Every run starts with this: done at most once per ``ACCOUNT_RECHECK_SECONDS`` per
+        namespace (three requests each time), so an account deleted by hand is back within that.
+        """
+        if time.monotonic() - self._accounts.get((namespace, name), -1e9) < ACCOUNT_RECHECK_SECONDS:
+            return False
         labels = {"app.kubernetes.io/managed-by": "lamassu-backup-operator"}
         created = False
         try:
@@ -536,6 +547,7 @@ class KubeApi:
                         f"creating {what} {namespace}/{name}: HTTP {exc.status} {exc.reason}",
                         reason=_reason(exc.status),
                     ) from None
+        self._accounts[(namespace, name)] = time.monotonic()
         return created
 
     def ensure_restore_account(self, namespace: str, name: str, targets: list[str]) -> bool:

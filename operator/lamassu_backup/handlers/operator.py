@@ -16,8 +16,9 @@ from typing import Any
 import kopf
 
 from ..builders import wal_jobs
-from ..builders.jobs import LABEL_SCHEDULED_DRILL, MANAGED_BY, run_of
+from ..builders.jobs import LABEL_SCHEDULED_DRILL, MANAGED_BY, job_ended, run_of
 from ..clients.kube import KubeApi, load_config
+from ..errors import LamassuBackupError
 from ..models.resources import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
 from ..services import metrics, resources
 from ..services.common import Event, Settings, now_utc, summarize
@@ -25,6 +26,7 @@ from ..services.config_watch import ConfigEvents, Watcher
 from ..services.policies import PolicyService
 from ..services.policy_loop import Next, PolicyLoops
 from ..services.runs import RunService
+from ..services.secrets import SecretChecks
 from .events import in_thread, post
 from .storage import TolerantDiffBaseStorage, TolerantProgressStorage
 
@@ -42,6 +44,11 @@ def _configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
+    # Only our Jobs, filtered by the apiserver: a cluster's other Jobs cost neither watch
+    # traffic nor per-object memory here.
+    settings.watching.label_selectors["batch", "jobs"] = (
+        f"app.kubernetes.io/managed-by={MANAGED_BY}"
+    )
 
 
 @kopf.on.startup()
@@ -50,10 +57,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     _configure(settings)
     config = Settings.from_env()
     memo.kube = kube = KubeApi(load_config())
-    memo.runs = RunService(kube, config)
-    memo.policies = PolicyService(kube, memo.runs, config)
+    checks = SecretChecks(kube, config.secret_check_seconds)  # one cache: loops and runs
+    memo.runs = RunService(kube, config, checks=checks)
+    memo.policies = PolicyService(kube, memo.runs, config, checks)
     memo.loops = PolicyLoops(kube, memo.policies, config)
     memo.config = ConfigEvents(kube, memo.loops)
+    memo.resync = asyncio.create_task(resync(memo, max(1.0, config.backup_resync_seconds / 3)))
     metrics.serve(config.metrics_port)
     log.info("lamassu-backup operator started (metrics on :%s)", config.metrics_port)
 
@@ -61,6 +70,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Close what startup opened, so a stopping operator leaves no pool or thread behind."""
+    task = getattr(memo, "resync", None)
+    if task is not None:
+        task.cancel()
     kube = getattr(memo, "kube", None)
     if kube is not None:
         kube.close()
@@ -76,50 +88,62 @@ def runs_by_policy(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tup
     return {(namespace or "", summary.policy): summary}
 
 
-def reconcile_backup(backup: resources.Backup, memo: kopf.Memo) -> None:
-    """Move one run forward and report it; a run that ended wakes its policy."""
-    outcome = memo.runs.reconcile(backup, now_utc())  # writes the status itself, under its lock
+def reconcile_backup(namespace: str, name: str, memo: kopf.Memo) -> None:
+    """Move one run forward and report it; a run that ended wakes its policy. An API error
+    (the apiserver away, a conflict) is logged; :func:`resync` tries again."""
+    try:
+        outcome = memo.runs.reconcile(namespace, name, now_utc())  # reads it, writes its status
+    except LamassuBackupError as exc:
+        log.warning("LamassuBackup %s/%s: %s (tried again shortly)", namespace, name, exc.message)
+        return
     post(outcome.events)
     if outcome.finished:
-        memo.loops.run_ended(backup, succeeded=outcome.succeeded)
+        memo.loops.run_ended(namespace, outcome.policy, succeeded=outcome.succeeded)
 
 
-@kopf.on.create(GROUP, VERSION, BACKUPS)
-@kopf.on.resume(GROUP, VERSION, BACKUPS)
-def backup_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A new run (or one found on start-up): start or adopt its Jobs."""
-    reconcile_backup(resources.parse_backup(dict(body)), memo)
+@kopf.on.event(GROUP, VERSION, BACKUPS)
+def backup_event(
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A new run, or one found on start-up (the initial listing): start or adopt its Jobs; a
+    deleted one: forget it (its set in S3 stays: only retention deletes data).
+
+    A raw event handler, not on.create/resume with a timer: those keep kopf's marks on every
+    record (three patches a run: the finalizer a timer needs, added and removed, and the last
+    handled configuration) and each record's whole body in memory. The safety net is
+    :func:`resync`, over the runs that have not ended.
+    """
+    kind = event.get("type")
+    if kind in (None, "ADDED"):
+        reconcile_backup(namespace or "", name, memo)
+    elif kind == "DELETED":
+        memo.runs.forget(namespace or "", name)
 
 
-def _active(status: kopf.Status, **_: Any) -> bool:
-    phase = status.get("phase", "Pending")
-    verifying = (status.get("verification") or {}).get("phase") == "Running"
-    return phase in ("Pending", "Running") or verifying
-
-
-@kopf.timer(GROUP, VERSION, BACKUPS, interval=30, initial_delay=5, when=_active)
-def backup_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Safety net: a run whose Job events were missed still moves on (and never stays Running)."""
-    reconcile_backup(resources.parse_backup(dict(body)), memo)
-
-
-@kopf.on.delete(GROUP, VERSION, BACKUPS, optional=True)
-def backup_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Forget per-run state (the set in S3 stays: only retention deletes data)."""
-    memo.runs.forget(namespace or "", name)
+async def resync(memo: kopf.Memo, period: float) -> None:
+    """Reconcile each run that has not ended and that nothing reconciled for a while: a Job
+    event missed still moves it on (it never stays Running), and what no event says (a Job that
+    cannot create its Pod, a deadline passed) is seen."""
+    while True:
+        await asyncio.sleep(period)
+        for namespace, name in memo.runs.due():
+            try:
+                await asyncio.to_thread(reconcile_backup, namespace, name, memo)
+            except Exception:  # an API error or a bug: logged, and tried again next period
+                log.exception("LamassuBackup %s/%s: resync failed", namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 def job_event(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A runner Job changed (or vanished): update its run right away."""
-    if event.get("type") is None:
-        return  # the initial listing; runs are resumed by their own handler
-    name = run_of(dict(body))
-    backup = resources.read_backup(memo.kube, namespace or "", name) if name else None
-    if backup is not None:
-        reconcile_backup(backup, memo)
+    """A runner Job ended (or vanished): update its run right away. Other changes of a Job
+    (its Pod started, became ready) change nothing in the run: not reading it for them saves
+    most of a run's requests; :func:`resync` sees what no Job event says."""
+    if event.get("type") is None or not job_ended(dict(body), event.get("type")):
+        return  # the initial listing (runs are resumed by their own handler), or still running
+    if (name := run_of(dict(body))) and memo.runs.active(namespace or "", name):
+        reconcile_backup(namespace or "", name, memo)  # an ended run's Jobs change nothing
     elif policy := wal_jobs.base_backup_policy(dict(body)):
         memo.loops.wake(namespace or "", policy)  # a base backup ended: show the new window
 
@@ -129,10 +153,8 @@ def drill_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     """A scheduled drill (a Drill LamassuRestore) ended: its set records the outcome now."""
     if event.get("type") is None or (body.get("status") or {}).get("phase") not in DRILL_OVER:
         return  # the initial listing (runs are resumed by their own handler), or still running
-    name = (body.get("spec") or {}).get("backupRef", {}).get("name")
-    backup = resources.read_backup(memo.kube, body.metadata.namespace or "", name) if name else None
-    if backup is not None:
-        reconcile_backup(backup, memo)
+    if name := (body.get("spec") or {}).get("backupRef", {}).get("name"):
+        reconcile_backup(body.metadata.namespace or "", name, memo)
 
 
 # -- LamassuBackupPolicy ---------------------------------------------------------------------

@@ -202,10 +202,10 @@ def audit_records(
     manifest is re-read only when its ETag changed since the last audit.
     """
     events: list[Event] = []
-    for backup in map(resources.parse_backup, kube.list_custom("LamassuBackup", namespace)):
+    for backup in map(resources.parse_backup, resources.policy_records(kube, namespace, policy)):
         status = backup.status
         assert status is not None
-        if resources.policy_of(backup) != policy or status.phase.value not in _AUDITED:
+        if status.phase.value not in _AUDITED:
             continue
         manifest = status.manifest
         if manifest is None or not manifest.key or not manifest.sha256:

@@ -9,7 +9,6 @@ in the policy's status, so a restarted operator neither repeats nor forgets a ti
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,6 @@ from ..builders import jobs, layout, schedule
 from ..builders import staleness as stale
 from ..clients.kube import KubeApi
 from ..components import registry
-from ..errors import LamassuBackupError
 from ..models.backup import BackupPhase, Trigger
 from ..models.common import ConditionStatus
 from ..models.policy import (
@@ -68,16 +66,17 @@ def last_success(runs: Sequence[RunSummary], component: str) -> datetime | None:
 class PolicyService:
     """Reconciles LamassuBackupPolicy objects."""
 
-    def __init__(self, kube: KubeApi, runs: RunService, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        runs: RunService,
+        settings: Settings,
+        checks: secret_refs.SecretChecks | None = None,
+    ) -> None:
         self.kube = kube
         self.runs = runs
         self.settings = settings
-        # (namespace, policy, generation) -> (checked at, error of the Secrets backups need,
-        # error of those only verification needs, Secret names referenced)
-        self._secrets_checked: dict[
-            tuple[str, str, int], tuple[datetime, str | None, str | None, frozenset[str]]
-        ] = {}
-        self._lock = threading.Lock()
+        self.checks = checks or secret_refs.SecretChecks(kube, settings.secret_check_seconds)
 
     def tick(self, policy: Policy, runs: Sequence[RunSummary], now: datetime) -> TickResult:
         """Evaluate one policy now."""
@@ -146,9 +145,7 @@ class PolicyService:
         Secrets only verification needs are reported on the Verified condition instead, and
         only drills wait for them: Ready then says the truth about whether backups run.
         """
-        error, t.verify_error = self._check_secrets(
-            t.namespace, t.name, t.generation, t.spec, t.now
-        )
+        error, t.verify_error = self.checks.check(t.namespace, t.name, t.generation, t.spec, t.now)
         before = cond.get_condition(t.conditions, cond.READY)
         if error:
             reason, _, message = error.partition(": ")
@@ -340,58 +337,13 @@ class PolicyService:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _check_secrets(
-        self,
-        namespace: str,
-        name: str,
-        generation: int | None,
-        spec: BackupPolicySpec,
-        now: datetime,
-    ) -> tuple[str | None, str | None]:
-        """(what keeps backups from running, what keeps drills from running), checked now and
-        then: a missing Secret that only verification needs must not block backups."""
-        key = (namespace, name, generation or 0)
-        with self._lock:
-            cached = self._secrets_checked.get(key)
-        if cached and now - cached[0] < timedelta(seconds=self.settings.secret_check_seconds):
-            return cached[1], cached[2]
-        backup_refs = secret_refs.references(spec)
-        verify_refs = secret_refs.verification_references(spec)
-        error, verify_error = None, None
-        try:
-            secret_refs.check(self.kube, namespace, backup_refs)
-        except LamassuBackupError as exc:
-            error = f"{exc.reason}: {exc.message}"
-        try:
-            secret_refs.check(self.kube, namespace, verify_refs)
-        except LamassuBackupError as exc:
-            verify_error = f"{exc.reason}: {exc.message}"
-        names = frozenset(r.secret for r in backup_refs + verify_refs)
-        with self._lock:
-            self._secrets_checked[key] = (now, error, verify_error, names)
-        return error, verify_error
-
     def invalidate(self, namespace: str, name: str) -> None:
-        """Forget cached Secret checks (a Secret changed, or the policy did)."""
-        with self._lock:
-            for key in [k for k in self._secrets_checked if k[:2] == (namespace, name)]:
-                del self._secrets_checked[key]
+        """Forget cached Secret checks (the policy changed)."""
+        self.checks.invalidate(namespace, name)
 
     def invalidate_secret(self, namespace: str, secret: str) -> list[str]:
-        """Forget the cached checks of the policies referring to a Secret; returns their names.
-
-        Only those: a Secret change in a namespace with a thousand policies must not send a
-        thousand re-checks to the apiserver.
-        """
-        with self._lock:
-            keys = [
-                k
-                for k, (_, _, _, names) in self._secrets_checked.items()
-                if k[0] == namespace and secret in names
-            ]
-            for key in keys:
-                del self._secrets_checked[key]
-        return sorted({k[1] for k in keys})
+        """Forget the cached checks of the policies referring to a Secret; returns their names."""
+        return self.checks.invalidate_secret(namespace, secret)
 
     def _create_run(
         self,

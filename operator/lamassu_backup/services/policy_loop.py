@@ -23,7 +23,7 @@ from ..models.resources import LamassuBackupPolicy
 from . import discovery, retention
 from .common import Event, RunSummary, Settings, now_utc, ref, summarize
 from .policies import PolicyService
-from .resources import Backup, Policy, parse_policy, policy_of
+from .resources import Policy, parse_policy, policy_records
 
 log = logging.getLogger("lamassu_backup")
 
@@ -91,8 +91,7 @@ class PolicyLoop:
         """Retention decides on fresh records, not the index: the run that just finished may
         not have reached the index yet."""
         kube = self.loops.kube
-        fresh = [summarize(b) for b in kube.list_custom("LamassuBackup", self.namespace)]
-        runs = [r for r in fresh if r.policy == self.name]
+        runs = [summarize(b) for b in policy_records(kube, self.namespace, self.name)]
         report = retention.apply(kube, policy, runs, now_utc())
         if report.deleted or report.errors:
             kube.patch_status(
@@ -167,10 +166,10 @@ class PolicyLoops:
         for policy in self.policies.invalidate_secret(namespace, secret):
             self.wake(namespace, policy)
 
-    def run_ended(self, backup: Backup, *, succeeded: bool) -> None:
-        """A run (or its drill) ended: its policy ticks now, and applies retention if it
-        succeeded."""
-        key = (backup.namespace, policy_of(backup))
+    def run_ended(self, namespace: str, policy: str, *, succeeded: bool) -> None:
+        """A run (or its drill) of a policy ended: the policy ticks now, and applies retention
+        if it succeeded."""
+        key = (namespace, policy)
         if succeeded:
             with self._lock:
                 self._retention_due.add(key)

@@ -16,6 +16,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from ..builders import layout
+from ..builders.jobs import LABEL_POLICY
 from ..clients.kube import KubeApi
 from ..models.backup import BackupStatus
 from ..models.base import StatusModel
@@ -115,6 +117,31 @@ def read_restore(kube: KubeApi, namespace: str, name: str) -> Restore | None:
     """A LamassuRestore read now, typed; None when it does not exist."""
     body = kube.get_custom("LamassuRestore", namespace, name)
     return None if body is None else parse_restore(body)
+
+
+def policy_label(backup: Backup) -> dict[str, str] | None:
+    """The policy label a record lacks (a LamassuBackup written by hand), to set once; None when
+    it has the right one. :func:`policy_records` finds records by it."""
+    policy = policy_of(backup)
+    if not policy:
+        return None
+    value = layout.label_value(policy)
+    if (backup.metadata.get("labels") or {}).get(LABEL_POLICY) == value:
+        return None
+    return {LABEL_POLICY: value}
+
+
+def policy_records(kube: KubeApi, namespace: str, policy: str) -> list[dict[str, Any]]:
+    """A policy's LamassuBackup bodies, read now: by its label, so a pass costs what the policy
+    holds, not what the namespace holds (fifty policies in one namespace would otherwise read
+    each other's records on every run). The label value may be a shortened name: filtered again
+    by spec.policyRef.name."""
+    selector = f"{LABEL_POLICY}={layout.label_value(policy)}"
+    return [
+        b
+        for b in kube.list_custom("LamassuBackup", namespace, selector)
+        if ((b.get("spec") or {}).get("policyRef") or {}).get("name") == policy
+    ]
 
 
 def policy_of(backup: Backup) -> str:

@@ -7,7 +7,10 @@ never stays Running when its Job is gone, failed or past its deadline.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +32,7 @@ from ..models.backup import (
     VerificationPhase,
 )
 from ..models.policy import BackupPolicySpec
-from ..models.resources import Identity, LamassuBackup, LamassuBackupPolicy
+from ..models.resources import LamassuBackup, LamassuBackupPolicy
 from ..models.runner import RunnerResult
 from . import metrics, resources, verification
 from . import secrets as secret_refs
@@ -47,6 +50,7 @@ from .common import (
 from .job_state import job_state
 from .resources import Backup, Invalid
 
+log = logging.getLogger("lamassu_backup")
 DEFAULT_RUNNER_ACCOUNT = "lamassu-backup-runner"
 _DEADLINE_GRACE = timedelta(minutes=5)
 _FAILED_CREATE_GRACE = timedelta(seconds=20)
@@ -109,13 +113,39 @@ class _Run(OnObject):
         return jobs.Owner(self.backup.api_version, self.backup.kind, self.name, self.backup.uid)
 
 
+def _still_active(backup: Backup, patch: dict[str, Any]) -> bool:
+    """Whether a run goes on after a reconcile that wrote ``patch``: not ended, or its drill
+    still running."""
+    status = _status(backup)
+    phase = patch.get("phase") or status.phase.value
+    verification = patch.get("verification") or {}
+    drill = verification.get("phase") or (
+        status.verification.phase if status.verification else None
+    )
+    return (
+        phase not in {p.value for p in TERMINAL_BACKUP_PHASES} or drill == VerificationPhase.RUNNING
+    )
+
+
 class RunService:
     """Reconciles LamassuBackup objects."""
 
-    def __init__(self, kube: KubeApi, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        checks: secret_refs.SecretChecks | None = None,
+    ) -> None:
         self.kube = kube
         self.settings = settings
+        self.clock = clock
+        self.checks = checks
+        """The policies' Secret checks (shared with the policy loops), or None: check each run."""
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        # Runs not ended yet -> when last reconciled: what :meth:`due` hands the resync. Filled
+        # by every reconcile (the start-up listing reconciles every run), so it is a cache.
+        self._active: dict[tuple[str, str], float] = {}
         self._guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
@@ -126,23 +156,58 @@ class RunService:
         """Drop per-run state of a deleted run."""
         with self._guard:
             self._locks.pop((namespace, name), None)
+            self._active.pop((namespace, name), None)
 
-    def reconcile(self, backup: Identity, now: datetime) -> RunOutcome:
+    def active(self, namespace: str, name: str) -> bool:
+        """Whether a run has not ended (as of its last reconcile here)."""
+        with self._guard:
+            return (namespace, name) in self._active
+
+    def due(self) -> list[tuple[str, str]]:
+        """Runs not ended that nothing reconciled for ``backup_resync_seconds``: the safety net
+        for a Job event missed, and for what no event says (a Job that cannot create its Pod,
+        a deadline passed)."""
+        oldest = self.clock() - self.settings.backup_resync_seconds
+        with self._guard:
+            return [key for key, at in self._active.items() if at <= oldest]
+
+    def reconcile(self, namespace: str, name: str, now: datetime) -> RunOutcome:
         """Move a run forward as far as it can go now, and record it; idempotent.
 
-        The run is read again under its lock, and the status patch is written before the lock
+        The run is read here, under its lock, and the status patch is written before the lock
         is released: a second reconcile (a Job event racing the create handler) then reads the
         new state instead of starting the same transition again, so each transition happens,
         and is announced, once.
         """
-        with self._lock(backup.namespace, backup.name):
-            fresh = resources.read_backup(self.kube, backup.namespace, backup.name)
+        with self._lock(namespace, name):
+            with self._guard:  # a reconcile that raises is retried by the resync
+                self._active[(namespace, name)] = self.clock()
+            fresh = resources.read_backup(self.kube, namespace, name)
             if fresh is None:
+                self.forget(namespace, name)
                 return RunOutcome()
+            self._label(fresh)
             outcome = self._reconcile(fresh, now)
             if outcome.patch:
                 self.kube.patch_status("LamassuBackup", fresh.namespace, fresh.name, outcome.patch)
+            if not _still_active(fresh, outcome.patch or {}):
+                with self._guard:
+                    self._active.pop((namespace, name), None)
+            outcome.policy = outcome.policy or resources.policy_of(fresh)
             return outcome
+
+    def _label(self, backup: Backup) -> None:
+        """A record written by hand gets its policy's label, by which retention and the audit
+        find a policy's records; not having it only means those passes do not see it yet."""
+        labels = resources.policy_label(backup)
+        if labels is None:
+            return
+        try:
+            self.kube.patch_custom(
+                "LamassuBackup", backup.namespace, backup.name, {"metadata": {"labels": labels}}
+            )
+        except LamassuBackupError as exc:
+            log.warning("LamassuBackup %s/%s: %s", backup.namespace, backup.name, exc.message)
 
     def _reconcile(self, backup: Backup, now: datetime) -> RunOutcome:  # noqa: PLR0911 - one return per refusal reads better than nesting
         if isinstance(backup, Invalid):
@@ -228,9 +293,10 @@ class RunService:
     def _start(self, run: _Run) -> RunOutcome:
         """Check the Secrets, then create one Job per component (adopting any that exist)."""
         try:
-            secret_refs.check(
-                self.kube, run.namespace, secret_refs.references(run.policy, run.components)
-            )
+            if not self._secrets_passed(run):
+                secret_refs.check(
+                    self.kube, run.namespace, secret_refs.references(run.policy, run.components)
+                )
             if run.policy.runner.service_account_name == DEFAULT_RUNNER_ACCOUNT:
                 self.kube.ensure_runner_account(run.namespace, DEFAULT_RUNNER_ACCOUNT)
         except LamassuBackupError as exc:
@@ -306,6 +372,14 @@ class RunService:
             f"backing up {', '.join(run.components)} to {location}",
         )
         return RunOutcome(patch=patch, events=[event, *events])
+
+    def _secrets_passed(self, run: _Run) -> bool:
+        """The policy's loop found every Secret a backup needs a moment ago (and none changed
+        since): a scheduled run does not read them all again."""
+        generation = run.policy_object.generation
+        return self.checks is not None and self.checks.passed(
+            run.namespace, run.spec.policy_ref.name, generation, run.now
+        )
 
     def _place(self, run: _Run, component: str) -> placement.Placement:
         """Where a component's Job can mount its claims (or why it cannot run at all); no

@@ -7,13 +7,14 @@ message is what a person reads in ``kubectl describe`` at 3 a.m.
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 from ..builders import jobs
 from ..clients.kube import KubeApi
 from ..clients.s3 import S3Connection, S3Store
 from ..components import registry
 from ..components.base import Reference, aws_refs, key_refs
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, LamassuBackupError
 from ..models.common import SecretKeyRef
 from ..models.policy import BackupPolicySpec
 
@@ -60,6 +61,83 @@ def verification_references(spec: BackupPolicySpec) -> list[Reference]:
         p = v.decryption_key_passphrase_secret
         refs.append(Reference("spec.verification.decryptionKeyPassphraseSecret", p.name, p.key))
     return refs
+
+
+class SecretChecks:
+    """The policies' Secret checks, cached for a while and dropped when a Secret they refer to
+    changes (the operator watches Secrets): a policy loop checks its Secrets now and then, not
+    on every pass, and a scheduled run started right after a good check need not read them again.
+    """
+
+    def __init__(self, kube: KubeApi, period_seconds: float) -> None:
+        self.kube = kube
+        self.period = timedelta(seconds=period_seconds)
+        # (namespace, policy, generation) -> (checked at, error of the Secrets backups need,
+        # error of those only verification needs, Secret names referenced)
+        self._checked: dict[
+            tuple[str, str, int], tuple[datetime, str | None, str | None, frozenset[str]]
+        ] = {}
+        self._lock = threading.Lock()
+
+    def check(
+        self,
+        namespace: str,
+        name: str,
+        generation: int | None,
+        spec: BackupPolicySpec,
+        now: datetime,
+    ) -> tuple[str | None, str | None]:
+        """(what keeps backups from running, what keeps drills from running): a missing Secret
+        that only verification needs must not block backups."""
+        key = (namespace, name, generation or 0)
+        with self._lock:
+            cached = self._checked.get(key)
+        if cached and now - cached[0] < self.period:
+            return cached[1], cached[2]
+        backup_refs = references(spec)
+        verify_refs = verification_references(spec)
+        error, verify_error = None, None
+        try:
+            check(self.kube, namespace, backup_refs)
+        except LamassuBackupError as exc:
+            error = f"{exc.reason}: {exc.message}"
+        try:
+            check(self.kube, namespace, verify_refs)
+        except LamassuBackupError as exc:
+            verify_error = f"{exc.reason}: {exc.message}"
+        names = frozenset(r.secret for r in backup_refs + verify_refs)
+        with self._lock:
+            self._checked[key] = (now, error, verify_error, names)
+        return error, verify_error
+
+    def passed(self, namespace: str, name: str, generation: int | None, now: datetime) -> bool:
+        """Whether every Secret a backup of this policy generation needs was there at a check
+        within the period, with no change to any of them since."""
+        with self._lock:
+            cached = self._checked.get((namespace, name, generation or 0))
+        return cached is not None and cached[1] is None and now - cached[0] < self.period
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        """Forget a policy's checks (its spec changed)."""
+        with self._lock:
+            for key in [k for k in self._checked if k[:2] == (namespace, name)]:
+                del self._checked[key]
+
+    def invalidate_secret(self, namespace: str, secret: str) -> list[str]:
+        """Forget the checks of the policies referring to a Secret; returns their names.
+
+        Only those: a Secret change in a namespace with a thousand policies must not send a
+        thousand re-checks to the apiserver.
+        """
+        with self._lock:
+            keys = [
+                k
+                for k, (_, _, _, names) in self._checked.items()
+                if k[0] == namespace and secret in names
+            ]
+            for key in keys:
+                del self._checked[key]
+        return sorted({k[1] for k in keys})
 
 
 def check(kube: KubeApi, namespace: str, refs: list[Reference]) -> None:
@@ -161,10 +239,19 @@ def secret_text(kube: KubeApi, namespace: str, ref: SecretKeyRef, field: str) ->
 
 
 def _ca_file(kube: KubeApi, namespace: str, ref: SecretKeyRef) -> str:
+    """The CA bundle as a file (what boto3 takes), named by its content: the same CA gives the
+    same path, so the store cache hits and no file is left per call."""
+    import hashlib
+    import os
     import tempfile
 
-    pem = secret_text(kube, namespace, ref, "spec.destination.s3.caSecret")
-    handle = tempfile.NamedTemporaryFile(prefix="s3-ca-", suffix=".pem", delete=False)  # noqa: SIM115
-    with handle:
-        handle.write(pem.encode())
-    return handle.name
+    pem = secret_text(kube, namespace, ref, "spec.destination.s3.caSecret").encode()
+    path = os.path.join(tempfile.gettempdir(), f"s3-ca-{hashlib.sha256(pem).hexdigest()[:32]}.pem")
+    if not os.path.exists(path):
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed into place below
+            prefix="s3-ca-", suffix=".tmp", delete=False
+        )
+        with handle:
+            handle.write(pem)
+        os.replace(handle.name, path)  # atomic: a concurrent reader never sees half a bundle
+    return path
