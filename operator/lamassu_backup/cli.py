@@ -132,6 +132,13 @@ def _cmd_runner_base_backup(args: argparse.Namespace) -> int:
     return _reported(lambda ctx: wal.base_backup(cfg, ctx))
 
 
+def _cmd_runner_wal_drop_slot(args: argparse.Namespace) -> int:
+    from .runner.wal import run as wal
+
+    cfg = _load_wal_config(args)
+    return _reported(lambda ctx: wal.drop_slot(cfg, ctx))
+
+
 def _preflight_operator() -> str | None:
     """What would keep the operator from starting, as one line; None when it can start.
 
@@ -267,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--config", metavar="FILE", help=wal_help)
     bb.add_argument("--set-time", metavar="TIME", help="the set folder (default: now)")
     bb.set_defaults(func=_cmd_runner_base_backup)
+
+    ds = runner_sub.add_parser(
+        "wal-drop-slot",
+        help="drop the shipper's physical replication slot (once the shipper is gone)",
+        description="What the operator runs when walArchiving is turned off or its policy is "
+        "deleted. Only a physical slot of the configured name is dropped, once no process uses "
+        "it. Exit codes: 0 dropped, already absent, or not physical (left alone); 1 failed.",
+    )
+    ds.add_argument("--config", metavar="FILE", help=wal_help)
+    ds.set_defaults(func=_cmd_runner_wal_drop_slot)
     return parser
 
 

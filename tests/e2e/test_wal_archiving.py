@@ -2,7 +2,9 @@
 Deployment (its Pod made by the control plane's Deployment and ReplicaSet controllers, run from
 the runner image by runc), WAL from rows written once a second lands encrypted in the bucket, the
 first base backup's Job completes, the policy's status shows a window whose end moves forward,
-and disabling archiving removes the Deployment.
+and disabling archiving removes the Deployment and drops its replication slot on the server.
+Deleting a WAL policy waits until the slot is dropped; a drop that fails says so (Event,
+condition) and the keep annotation lets the policy go with the slot left.
 
 The platform's PostgreSQL gets what the README asks of a user's server: a role with REPLICATION
 and a ``host replication`` pg_hba line (wal_level is ``replica`` by default).
@@ -10,6 +12,7 @@ and a ``host replication`` pg_hba line (wal_level is ``replica`` by default).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 import threading
@@ -151,9 +154,18 @@ def keys_under(platform: Platform, prefix: str) -> list[str]:
     ]
 
 
-def diagnose(cluster: Cluster, ns: str) -> str:
+def slot_exists(platform: Platform, slot: str) -> bool:
+    """Whether the server has the replication slot (what keeps its WAL)."""
+    assert platform.pg is not None
+    found = platform.pg.psql(
+        f"SELECT slot_type FROM pg_replication_slots WHERE slot_name = '{slot}';"  # noqa: S608
+    )
+    return bool(found.strip())
+
+
+def diagnose(cluster: Cluster, ns: str, name: str = "pitr") -> str:
     """What a failed wait needs: the policy's status, the namespace's Events, the Pods."""
-    policy = cluster.get(POLICIES, ns, "pitr") or {}
+    policy = cluster.get(POLICIES, ns, name) or {}
     events = [
         f"{e.involved_object.kind}/{e.involved_object.name} {e.reason}: {e.message}"
         for e in cluster.core.list_namespaced_event(ns).items
@@ -231,6 +243,7 @@ def test_wal_archiving_ships_takes_a_base_backup_shows_the_window_and_is_removed
         assert cluster.condition(policy, "WalArchiving")["status"] == "True"
         text = str(policy["status"])
         assert password not in text
+        assert slot_exists(platform, setup.slot)
 
         cluster.custom.patch_namespaced_custom_object(
             GROUP,
@@ -248,7 +261,109 @@ def test_wal_archiving_ships_takes_a_base_backup_shows_the_window_and_is_removed
                 return bool(exc.status == 404)
             return False
 
-        cluster.wait("the shipper Deployment to be removed", removed, 30)
         cluster.wait(
             "pointInTimeRecovery to leave the status", lambda: not pitr(cluster, ns, "pitr"), 30
         )
+        try:  # the shipper stops, then a Job drops its slot, then the Deployment goes
+            cluster.wait(
+                "the shipper's slot to be dropped",
+                lambda: not slot_exists(platform, setup.slot),
+                120,
+            )
+            cluster.wait("the shipper Deployment to be removed", removed, 30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(cluster, ns)}") from None
+        assert not drop_jobs(cluster, ns)
+        reasons = [e.reason for e in cluster.events(ns, "pitr")]
+        assert "WalSlotDropped" in reasons
+        policy = cluster.get(POLICIES, ns, "pitr") or {}
+        assert not cluster.condition(policy, "WalArchiving")
+
+
+def drop_jobs(cluster: Cluster, ns: str) -> list[Any]:
+    return list(
+        cluster.batch.list_namespaced_job(
+            ns, label_selector="backup.lamassu.io/role=wal-drop-slot"
+        ).items
+    )
+
+
+def wait_for_slot(cluster: Cluster, platform: Platform, setup: WalPolicy, name: str) -> None:
+    try:
+        cluster.wait(
+            "the shipper's slot on the server", lambda: slot_exists(platform, setup.slot), 90
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnose(cluster, setup.ns, name)}") from None
+
+
+def test_deleting_a_wal_policy_drops_its_slot_before_the_policy_goes(
+    cluster: Cluster, operator: Operator, platform: Platform
+) -> None:
+    with wal_policy(cluster, platform, "slotdel") as setup:
+        ns = setup.ns
+        wait_for_slot(cluster, platform, setup, "slotdel")
+        policy = cluster.get(POLICIES, ns, "slotdel") or {}
+        assert f"{GROUP}/finalizer" in policy["metadata"].get("finalizers", [])
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, "slotdel")
+        try:
+            cluster.wait(
+                "the policy to go", lambda: cluster.get(POLICIES, ns, "slotdel") is None, 180
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(cluster, ns, 'slotdel')}") from None
+        # the finalizer held the policy until the slot was dropped: it is gone already
+        assert not slot_exists(platform, setup.slot)
+        assert "WalSlotDropped" in [e.reason for e in cluster.events(ns, "slotdel")]
+        assert not cluster.core.list_namespaced_pod(
+            ns, label_selector="backup.lamassu.io/role=wal-shipper"
+        ).items
+
+
+def test_a_failed_drop_is_said_and_the_keep_annotation_lets_the_policy_go_with_its_slot(
+    cluster: Cluster, operator: Operator, platform: Platform
+) -> None:
+    pg = platform.pg
+    assert pg is not None
+    with wal_policy(cluster, platform, "slotkeep") as setup:
+        ns = setup.ns
+        wait_for_slot(cluster, platform, setup, "slotkeep")
+        user = (cluster.core.read_namespaced_secret("wal-replication", ns).data or {}).get(
+            "username"
+        )
+        assert user
+        role = base64.b64decode(user).decode()
+        pg.psql(f"ALTER ROLE {role} NOREPLICATION;")  # the drop is refused from now on
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, POLICIES, "slotkeep")
+
+        def failed() -> Any:
+            policy = cluster.get(POLICIES, ns, "slotkeep") or {}
+            found = cluster.condition(policy, "WalArchiving")
+            return found if found.get("reason") == "SlotDropFailed" else None
+
+        try:
+            found = cluster.wait("the failed drop on the condition", failed, 120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(cluster, ns, 'slotkeep')}") from None
+        assert found["status"] == "False"
+        assert setup.slot in found["message"]
+        assert "keep-replication-slot" in found["message"]
+        assert setup.password not in found["message"]
+        warnings = [e for e in cluster.events(ns, "slotkeep") if e.reason == "WalSlotDropFailed"]
+        assert warnings
+        assert warnings[0].type == "Warning"
+        assert cluster.get(POLICIES, ns, "slotkeep") is not None  # held while the slot is there
+        assert slot_exists(platform, setup.slot)
+
+        cluster.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            POLICIES,
+            "slotkeep",
+            {"metadata": {"annotations": {"backup.lamassu.io/keep-replication-slot": "true"}}},
+        )
+        cluster.wait("the policy to go", lambda: cluster.get(POLICIES, ns, "slotkeep") is None, 90)
+        assert slot_exists(platform, setup.slot)  # left, as asked (the fixture drops it)
+        assert "WalSlotKept" in [e.reason for e in cluster.events(ns, "slotkeep")]
+        assert not drop_jobs(cluster, ns)

@@ -1,7 +1,9 @@
-"""The WAL runner commands as the operator's Pods run them (``lamassu-backup runner wal-ship`` and
-``runner base-backup``, configured by ``LAMASSU_WAL_CONFIG`` and Secret files), against the real
-PostgreSQL, S3 server and GnuPG: a base backup set lands signed with its result in the
-termination message; the shipper ships WAL, writes its heartbeat, and stops cleanly on SIGTERM."""
+"""The WAL runner commands as the operator's Pods run them (``lamassu-backup runner wal-ship``,
+``runner base-backup`` and ``runner wal-drop-slot``, configured by ``LAMASSU_WAL_CONFIG`` and
+Secret files), against the real PostgreSQL, S3 server and GnuPG: a base backup set lands signed
+with its result in the termination message; the shipper ships WAL, writes its heartbeat, and
+stops cleanly on SIGTERM; the slot drop waits for a receiver holding the slot, drops it once
+free, finds nothing the second time, and names the server (never the password) when refused."""
 
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ from typing import Any
 
 import pytest
 
+from lamassu_backup.clients import postgres as pgc
 from lamassu_backup.components.postgres.wal.settings import (
     STATUS_KEY,
     WAL_CONFIG_ENV,
     ShipperStatus,
     WalRunConfig,
 )
+from lamassu_backup.runner.context import RunnerContext
+from lamassu_backup.runner.wal import run
 from lamassu_platform.postgres import PostgresServer
 from lamassu_platform.s3 import S3Server
 
@@ -156,3 +161,89 @@ def test_the_shipper_ships_beats_and_stops_cleanly_on_sigterm(
     assert "stopped:" in stderr.read_text()
     password = Path(wal_config.postgres.password_file).read_text().strip()
     assert password not in stderr.read_text()
+
+
+def _drop(cfg: WalRunConfig, tmp_path: Path) -> tuple[int, dict[str, Any]]:
+    termination = tmp_path / "drop-termination-log"
+    termination.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lamassu_backup", "runner", "wal-drop-slot"],
+        env=_env(cfg, termination),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    result: dict[str, Any] = json.loads(termination.read_text())
+    return proc.returncode, result
+
+
+def _slot(pg: PostgresServer, slot: str) -> str:
+    sql = f"SELECT slot_type FROM pg_replication_slots WHERE slot_name = '{slot}';"  # noqa: S608
+    return pg.psql(sql).strip()
+
+
+def test_drop_slot_drops_the_physical_slot_once_it_is_free_and_is_idempotent(
+    wal_config: WalRunConfig, pg: PostgresServer, tmp_path: Path
+) -> None:
+    slot = wal_config.slot_name
+    pg.psql(f"SELECT pg_create_physical_replication_slot('{slot}', true);")
+    # held by a receiver: the drop waits for it to let go (here it never does: refused, named)
+    receivers = pgc.installed_majors("pg_receivewal")
+    receiver = subprocess.Popen(
+        [
+            receivers[max(receivers)],
+            "-D",
+            str(tmp_path),
+            "--slot",
+            slot,
+            "--no-loop",
+        ],
+        env=pgc.PgConnection(
+            pg.host,
+            pg.port,
+            Path(wal_config.postgres.username_file).read_text().strip(),
+            Path(wal_config.postgres.password_file).read_text().strip(),
+        ).env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        active = f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}';"  # noqa: S608
+        while time.monotonic() < deadline and "t" not in pg.psql(active):
+            time.sleep(0.2)
+        ctx = RunnerContext()
+        try:
+            result, code = run.drop_slot(wal_config, ctx, wait=2, poll=0.5)
+        finally:
+            ctx.close()
+        assert code == 1
+        assert result.reason == "SlotInUse"
+        assert slot in (result.error or "")
+        assert _slot(pg, slot) == "physical"
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+
+    code, out = _drop(wal_config, tmp_path)
+    assert (code, out["ok"], out["action"]) == (0, True, "wal-drop-slot")
+    assert out["evidence"]["outcome"] == "Dropped"
+    assert not _slot(pg, slot)
+    code, out = _drop(wal_config, tmp_path)  # again: nothing to drop is fine
+    assert (code, out["evidence"]["outcome"]) == (0, "Absent")
+
+
+def test_drop_slot_with_a_role_without_replication_fails_naming_the_server_not_the_password(
+    wal_config: WalRunConfig, pg: PostgresServer, tmp_path: Path
+) -> None:
+    slot = wal_config.slot_name
+    pg.psql(f"SELECT pg_create_physical_replication_slot('{slot}', true);")
+    user = Path(wal_config.postgres.username_file).read_text().strip()
+    pg.psql(f"ALTER ROLE {user} NOREPLICATION;")
+    code, out = _drop(wal_config, tmp_path)
+    assert code == 1
+    assert out["ok"] is False
+    assert f"{pg.host}:{pg.port}" in out["error"]
+    assert Path(wal_config.postgres.password_file).read_text().strip() not in json.dumps(out)
+    assert _slot(pg, slot) == "physical"

@@ -9,11 +9,12 @@ Deployment needs (``restartPolicy: Always``) and adds a spool emptyDir on disk.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from ..components.base import Reference, SecretMounts, basic_refs
 from ..components.postgres.plan import settings as postgres_settings
@@ -29,6 +30,7 @@ from . import wal as walb
 FIELD = "spec.components.postgres.walArchiving"
 ROLE_SHIPPER = "wal-shipper"
 ROLE_BASE_BACKUP = "base-backup"
+ROLE_DROP_SLOT = "wal-drop-slot"
 COMPONENT = "postgresWal"
 """The name of WAL shipping in ``status.components`` (its own Stale, metrics)."""
 
@@ -131,9 +133,10 @@ def base_backup_job_name(policy_name: str, set_time: str) -> str:
 
 
 def base_backup_policy(job: dict[str, Any]) -> str | None:
-    """The policy a base-backup Job belongs to (its controller owner), else None."""
+    """The policy a base-backup or slot-drop Job belongs to (its controller owner), else None:
+    the policy's loop is woken when one ends."""
     meta = job.get("metadata") or {}
-    if (meta.get("labels") or {}).get(jobs.LABEL_ROLE) != ROLE_BASE_BACKUP:
+    if (meta.get("labels") or {}).get(jobs.LABEL_ROLE) not in (ROLE_BASE_BACKUP, ROLE_DROP_SLOT):
         return None
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == "LamassuBackupPolicy" and owner.get("controller"):
@@ -237,6 +240,237 @@ def base_backup_job(
     )
     job["spec"]["backoffLimit"] = 0
     return job
+
+
+# -- the replication slot, once the shipper goes --------------------------------------------------
+
+WAL_ARCHIVING = "WalArchiving"
+"""The policy's condition about WAL archiving (and, once it is off, about the slot's drop)."""
+
+KEEP_SLOT = "backup.lamassu.io/keep-replication-slot"
+"""Policy annotation: ``"true"`` leaves the shipper's slot on the server when walArchiving is
+turned off or the policy is deleted (the way out when the drop cannot succeed, or when another
+tool takes the slot over): the user then owns it, and the server keeps WAL for it."""
+
+ATTEMPT = "backup.lamassu.io/attempt"
+"""Annotation on a slot-drop Job: which try it is (the delay before the next one grows)."""
+
+DROPPING = "dropping-slot"
+"""The spec hash written on a shipper scaled to zero for its slot's drop: never a wanted hash,
+so turning walArchiving back on replaces it with a running one."""
+
+DROP_DEADLINE_SECONDS = 300
+DROP_RETRY_FIRST = timedelta(seconds=30)
+DROP_RETRY_MAX = timedelta(minutes=10)
+_JOB_CONTROLLER_LABELS = (
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+)
+"""Labels the Job controller puts on a Job's template: a new Job copied from one must not carry
+them (its selector would not match)."""
+
+_DEFAULT_SLOT = WalArchiving.model_fields["slot_name"].default
+_DEFAULT_PORT = 5432
+
+
+def keep_slot(annotations: dict[str, str]) -> bool:
+    """Whether the policy's annotations ask to leave the slot on the server."""
+    return annotations.get(KEEP_SLOT, "").strip().lower() == "true"
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    """The slot a shipper used, and on which server."""
+
+    host: str
+    port: int
+    slot: str
+
+    def describe(self) -> str:
+        """``replication slot <name> on <host>:<port>``, for messages."""
+        return f"replication slot {self.slot} on {self.host}:{self.port}"
+
+
+def slot_target(workload: dict[str, Any]) -> SlotTarget | None:
+    """The slot of a shipper Deployment or slot-drop Job, read from its own ``LAMASSU_WAL_CONFIG``
+    rather than the spec (which may have lost its walArchiving block or changed slotName since);
+    None when it carries none (then it is not ours to act on)."""
+    pod = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in pod.get("containers") or []:
+        for env in container.get("env") or []:
+            if env.get("name") == WAL_CONFIG_ENV and env.get("value"):
+                try:
+                    cfg = WalRunConfig.model_validate_json(env["value"])
+                except ValueError:
+                    return None
+                return SlotTarget(cfg.postgres.host, cfg.postgres.port, cfg.slot_name)
+    return None
+
+
+def spec_slot(spec: dict[str, Any]) -> SlotTarget | None:
+    """The slot a policy's spec (a raw body's) names, None without a postgres component."""
+    pg = (spec.get("components") or {}).get("postgres") or {}
+    if not pg.get("host"):
+        return None
+    wal = pg.get("walArchiving") or {}
+    return SlotTarget(
+        str(pg["host"]),
+        int(pg.get("port") or _DEFAULT_PORT),
+        str(wal.get("slotName") or _DEFAULT_SLOT),
+    )
+
+
+def shares_slot(policy: dict[str, Any], target: SlotTarget) -> bool:
+    """Whether a policy (a raw body) ships WAL through the same slot of the same server: then the
+    slot is not dropped, as that would stop the server keeping the other policy's WAL. A policy
+    being deleted does not count: it goes too."""
+    if (policy.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    spec = policy.get("spec") or {}
+    wal = ((spec.get("components") or {}).get("postgres") or {}).get("walArchiving") or {}
+    return bool(wal.get("enabled")) and spec_slot(spec) == target
+
+
+def scaled_down(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The shipper at zero replicas (its Pod gets SIGTERM and ships what it flushed), kept as the
+    record of which slot to drop until the drop has succeeded: an operator restart in between
+    loses nothing."""
+    meta = deployment["metadata"]
+    spec = copy.deepcopy(deployment["spec"])
+    spec["replicas"] = 0
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {**(meta.get("annotations") or {}), SPEC_HASH: DROPPING},
+            "ownerReferences": list(meta.get("ownerReferences") or []),
+        },
+        "spec": spec,
+    }
+
+
+def drop_slot_job_name(policy_name: str, attempt: int) -> str:
+    """Deterministic name of one try at dropping a policy's slot."""
+    return layout.bounded_name(policy_name, "wal-dropslot", str(attempt))
+
+
+def drop_attempt(job: dict[str, Any]) -> int:
+    """Which try a slot-drop Job is (1 when it does not say)."""
+    text = ((job.get("metadata") or {}).get("annotations") or {}).get(ATTEMPT, "1")
+    return int(text) if text.isdigit() else 1
+
+
+def drop_slot_job(source: dict[str, Any], *, policy_name: str, attempt: int) -> dict[str, Any]:
+    """One try at dropping the slot: the shipper's own Pod (image, ``spec.runner`` settings,
+    credentials as Secret files, configuration) running ``runner wal-drop-slot`` once, copied
+    from the shipper Deployment (or the previous try), so it drops exactly the slot the shipper
+    used, on its server, with its credentials. Owned by the policy, as the shipper is."""
+    meta = source["metadata"]
+    template = copy.deepcopy(source["spec"]["template"])
+    role = {jobs.LABEL_ROLE: ROLE_DROP_SLOT}
+    pod_meta = template.setdefault("metadata", {})
+    pod_meta["labels"] = {
+        **{
+            k: v
+            for k, v in (pod_meta.get("labels") or {}).items()
+            if k not in _JOB_CONTROLLER_LABELS
+        },
+        **role,
+    }
+    pod = template["spec"]
+    pod["restartPolicy"] = "Never"
+    pod["terminationGracePeriodSeconds"] = 30
+    pod["volumes"] = [v for v in pod.get("volumes") or [] if v.get("name") != "spool"]
+    for container in pod.get("containers") or []:
+        container["command"] = ["lamassu-backup", "runner", "wal-drop-slot"]
+        mounts = container.get("volumeMounts") or []
+        container["volumeMounts"] = [m for m in mounts if m.get("name") != "spool"]
+    job_labels = {
+        k: v for k, v in (meta.get("labels") or {}).items() if k not in _JOB_CONTROLLER_LABELS
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": drop_slot_job_name(policy_name, attempt),
+            "namespace": meta["namespace"],
+            "labels": {**job_labels, **role},
+            "annotations": {ATTEMPT: str(attempt)},
+            "ownerReferences": list(meta.get("ownerReferences") or []),
+        },
+        "spec": {
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": DROP_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": 86400,
+            "template": template,
+        },
+    }
+
+
+def drop_retry_delay(attempt: int) -> timedelta:
+    """How long after a failed try the next one starts: 30 s, doubling, at most 10 min."""
+    delay: timedelta = DROP_RETRY_FIRST * 2 ** min(max(attempt - 1, 0), 10)
+    return min(delay, DROP_RETRY_MAX)
+
+
+@dataclass(frozen=True)
+class DropTry:
+    """A slot-drop Job, as the decision needs it."""
+
+    attempt: int
+    done: bool
+    ok: bool
+    finished_at: datetime | None = None
+
+
+SlotAction = Literal[
+    "none", "keep", "scale-down", "wait-shipper", "start", "wait-drop", "finish", "failed", "retry"
+]
+
+
+@dataclass(frozen=True)
+class SlotDropDecision:
+    """What to do next about the slot of a shipper that must go."""
+
+    action: SlotAction
+    attempt: int = 0
+    """The try to start (start, retry) or the one looked at."""
+
+    retry_at: datetime | None = None
+    """When a failed try is followed by the next one."""
+
+
+def slot_drop_decision(  # noqa: PLR0911 - a decision table: one return per row
+    *, keep: bool, replicas: int | None, shipper_pods: int, drop: DropTry | None, now: datetime
+) -> SlotDropDecision:
+    """The next step once walArchiving is off or the policy is deleted. ``replicas`` is the
+    shipper Deployment's (None: it is gone); ``shipper_pods`` counts its Pods still there,
+    terminating ones too: a stopping shipper still advances the slot and a restarting one
+    recreates it, so the drop starts only once none is left. A shipper running again (scaled up
+    by a stale pass) voids any earlier try; a finished drop removes the shipper and its Jobs."""
+    if replicas is None and drop is None:
+        return SlotDropDecision("none")
+    if keep:
+        return SlotDropDecision("keep")
+    if replicas:
+        return SlotDropDecision("scale-down")
+    if shipper_pods:
+        return SlotDropDecision("wait-shipper")
+    if drop is None:
+        return SlotDropDecision("start", attempt=1)
+    if not drop.done:
+        return SlotDropDecision("wait-drop", attempt=drop.attempt)
+    if drop.ok:
+        return SlotDropDecision("finish", attempt=drop.attempt)
+    retry_at = (drop.finished_at or now) + drop_retry_delay(drop.attempt)
+    if drop.finished_at is None or now >= retry_at:
+        return SlotDropDecision("retry", attempt=drop.attempt + 1, retry_at=retry_at)
+    return SlotDropDecision("failed", attempt=drop.attempt, retry_at=retry_at)
 
 
 STARTUP_GRACE = timedelta(minutes=5)

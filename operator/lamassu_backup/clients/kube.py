@@ -286,6 +286,15 @@ class KubeApi:
         items: list[dict[str, Any]] = resp.get("items", [])
         return items
 
+    def list_custom_all(self, kind: str) -> list[dict[str, Any]]:
+        """Our objects in every namespace."""
+        resp = guard(
+            f"listing {kind} in every namespace",
+            lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, PLURALS[kind]),
+        )
+        items: list[dict[str, Any]] = resp.get("items", [])
+        return items
+
     def create_custom(
         self, kind: str, namespace: str, body: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
@@ -418,6 +427,21 @@ class KubeApi:
         )
         pods = [self.plain(p) for p in resp.items]
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching a label selector (terminating ones included)."""
+        resp = guard(
+            f"listing Pods in {namespace}",
+            lambda: self.core.list_namespaced_pod(namespace, label_selector=selector),
+        )
+        return [self.plain(p) for p in resp.items]
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        """Whether a namespace is being deleted (no new Job can be created in it then)."""
+        found = read_or_none(
+            f"reading Namespace {namespace}", lambda: self.core.read_namespace(namespace)
+        )
+        return found is not None and getattr(found.status, "phase", None) == "Terminating"
 
     # -- deployments (the WAL shipper) -------------------------------------------------------
 

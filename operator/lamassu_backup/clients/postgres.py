@@ -727,6 +727,44 @@ def create_physical_slot(conn: PgConnection, slot: str) -> None:
     query(conn, "postgres", f"SELECT pg_create_physical_replication_slot({_literal(slot)}, true);")
 
 
+@dataclass(frozen=True)
+class SlotInfo:
+    """What pg_replication_slots says of one slot."""
+
+    slot_type: str
+    """physical or logical."""
+
+    active: bool
+    active_pid: str
+    """The process using it ('' when none)."""
+
+
+def slot_info(conn: PgConnection, slot: str) -> SlotInfo | None:
+    """One replication slot's type and activity, None when it does not exist."""
+    rows = query(
+        conn,
+        "postgres",
+        "SELECT slot_type, active, coalesce(active_pid::text, '') FROM pg_replication_slots "
+        f"WHERE slot_name = {_literal(slot)};",
+    )
+    if not rows:
+        return None
+    return SlotInfo(rows[0][0], rows[0][1] == "t", rows[0][2] if len(rows[0]) > 2 else "")
+
+
+def drop_inactive_physical_slot(conn: PgConnection, slot: str) -> bool:
+    """Drop the slot only if it is physical and no process uses it (one statement, so the check
+    and the drop see the same slot); True when this call dropped it (REPLICATION needed)."""
+    rows = query(
+        conn,
+        "postgres",
+        "SELECT count(*) FROM (SELECT pg_drop_replication_slot(slot_name) FROM "
+        f"pg_replication_slots WHERE slot_name = {_literal(slot)} AND slot_type = 'physical' "
+        "AND NOT active) AS dropped;",
+    )
+    return bool(rows) and rows[0][0] == "1"
+
+
 def advance_slot(conn: PgConnection, slot: str, lsn: str) -> None:
     """Move a physical slot forward to ``lsn`` (the server may recycle the WAL before it)."""
     query(

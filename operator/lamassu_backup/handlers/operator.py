@@ -20,7 +20,7 @@ from ..builders.jobs import LABEL_SCHEDULED_DRILL, MANAGED_BY, job_ended, run_of
 from ..clients.kube import KubeApi, load_config
 from ..errors import LamassuBackupError
 from ..models.resources import BACKUPS, GROUP, POLICIES, RESTORES, VERSION
-from ..services import metrics, resources
+from ..services import metrics, resources, wal_slot
 from ..services.common import Event, Settings, now_utc, summarize
 from ..services.config_watch import ConfigEvents, Watcher
 from ..services.policies import PolicyService
@@ -216,6 +216,25 @@ def policy_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) 
 def policy_deleted(namespace: str | None, name: str, **_: Any) -> None:
     """Drop its metric series; its records and sets stay."""
     metrics.forget_policy(namespace or "", name)
+
+
+@kopf.on.delete(GROUP, VERSION, POLICIES, id="replication-slot")
+async def policy_slot(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A policy that shipped WAL goes once its replication slot is dropped on the server (or kept,
+    as its annotation asks); the waits are in the event loop, a failed drop is retried."""
+    for _look in range(40):
+        work = functools.partial(wal_slot.finalize, memo.kube, namespace or "", name, now_utc())
+        step = await in_thread(work, _slot_events)
+        if step.done:
+            return
+        if step.failed:
+            raise kopf.TemporaryError(step.message, delay=step.delay(now_utc(), 60.0))
+        await asyncio.sleep(step.delay(now_utc(), 10.0))
+    raise kopf.TemporaryError("the replication slot is still being dropped", delay=1)
+
+
+def _slot_events(step: wal_slot.SlotStep) -> list[Event]:
+    return step.events
 
 
 # -- configuration objects -------------------------------------------------------------------

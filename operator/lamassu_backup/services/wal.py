@@ -31,7 +31,7 @@ from ..errors import IntegrityError, LamassuBackupError, StorageError
 from ..models.common import ConditionStatus
 from ..models.policy import PointInTimeRecoveryStatus
 from ..models.wal import BaseBackupInfo, RecoveryWindow, WalRecord
-from . import metrics
+from . import metrics, wal_slot
 from . import secrets as secret_refs
 from .common import iso
 from .job_state import job_state
@@ -40,8 +40,9 @@ from .retention import delete_set
 from .runs import DEFAULT_RUNNER_ACCOUNT
 from .tick import Tick
 
-WAL_ARCHIVING = "WalArchiving"
-"""Condition: True while the shipper runs and the slot's lag is under maxSlotLagBytes."""
+WAL_ARCHIVING = wal_jobs.WAL_ARCHIVING
+"""Condition: True while the shipper runs and the slot's lag is under maxSlotLagBytes; once
+walArchiving is off, Unknown then gone while the slot is dropped, False when the drop fails."""
 
 AVAILABLE, UNAVAILABLE, STARTING = "Available", "Unavailable", "Starting"
 T = TypeVar("T")
@@ -151,19 +152,36 @@ def _previous(t: Tick) -> PointInTimeRecoveryStatus | None:
 
 
 def _disable(kube: KubeApi, t: Tick) -> None:
-    """walArchiving off: the shipper goes (its slot stays on the server: see the README)."""
-    if _previous(t) is None and cond.get_condition(t.conditions, WAL_ARCHIVING) is None:
+    """walArchiving off: the shipper stops, then its replication slot is dropped on the server
+    (:mod:`.wal_slot`), the condition saying where that is until it is done."""
+    before = cond.get_condition(t.conditions, WAL_ARCHIVING)
+    if _previous(t) is None and before is None:
         return
-    kube.delete_deployment(t.namespace, wal_jobs.shipper_name(t.name))
-    t.patch["pointInTimeRecovery"] = None
-    t.conditions = [c for c in t.conditions if c.type != WAL_ARCHIVING]
-    t.event("Normal", "WalShipperRemoved", "walArchiving is disabled: the WAL shipper was removed")
-    metrics.forget_wal(t.namespace, t.name)
-    for metric in (metrics.STALE, metrics.AGE):
-        for labels in list(metric._metrics):
-            if labels == (t.namespace, t.name, wal_jobs.COMPONENT):
-                metric.remove(*labels)
-    forget(layout.policy_prefix(t.spec.destination.s3.prefix, t.namespace, t.name))
+    if _previous(t) is not None:  # the first pass since it was turned off
+        t.patch["pointInTimeRecovery"] = None
+        t.event(
+            "Normal",
+            "WalShipperRemoved",
+            "walArchiving is disabled: the WAL shipper is removed and its replication slot dropped",
+        )
+        metrics.forget_wal(t.namespace, t.name)
+        for metric in (metrics.STALE, metrics.AGE):
+            for labels in list(metric._metrics):
+                if labels == (t.namespace, t.name, wal_jobs.COMPONENT):
+                    metric.remove(*labels)
+        forget(layout.policy_prefix(t.spec.destination.s3.prefix, t.namespace, t.name))
+    body = {
+        "apiVersion": t.policy.api_version,
+        "kind": t.policy.kind,
+        "metadata": t.policy.metadata,
+    }
+    step = wal_slot.advance(kube, wal_slot.Subject.of(body), before, t.now)
+    t.result.events += step.events
+    if step.done:
+        t.conditions = [c for c in t.conditions if c.type != WAL_ARCHIVING]
+        return
+    t.condition(WAL_ARCHIVING, step.status, step.reason, step.message)
+    t.wake.append(step.wake or t.now + wal_slot.POLL)
 
 
 def _ensure_account(kube: KubeApi, t: Tick) -> None:
@@ -185,6 +203,9 @@ def _ensure_shipper(kube: KubeApi, t: Tick) -> tuple[str, str | None]:
     wanted = desired["metadata"]["annotations"][wal_jobs.SPEC_HASH]
     have = ((live or {}).get("metadata") or {}).get("annotations") or {}
     if live is None or have.get(wal_jobs.SPEC_HASH) != wanted:
+        dropping = wal_slot.clear_drops(kube, t.namespace, t.name)
+        if dropping is not None:  # it would drop the new shipper's slot: it ends first
+            return STARTING, None
         try:
             secret_refs.check(
                 kube,
@@ -278,6 +299,8 @@ def _base_backups(kube: KubeApi, t: Tick, archive: Archive | None) -> dict[str, 
 
 def on_tick(kube: KubeApi, t: Tick) -> None:
     """WAL archiving's part of one policy tick (nothing when it is not enabled)."""
+    if t.policy.metadata.get("deletionTimestamp"):
+        return  # being deleted: the shipper and its slot are the delete handler's (wal_slot)
     if not wal_jobs.enabled(t.spec):
         _disable(kube, t)
         return

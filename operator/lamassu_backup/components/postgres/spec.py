@@ -81,7 +81,9 @@ class WalArchiving(CRModel):
 
     slot_name: str = Field(default="lamassu_backup", pattern=r"^[a-z0-9_]{1,63}$")
     """The physical replication slot the shipper creates and advances only to what the bucket
-    holds, so the server keeps every WAL byte not yet shipped."""
+    holds, so the server keeps every WAL byte not yet shipped. Dropped on the server when
+    walArchiving is turned off or the policy is deleted (annotation
+    backup.lamassu.io/keep-replication-slot: "true" keeps it)."""
 
     partial_interval: Duration = timedelta(seconds=10)
     """How often the segment in progress is shipped when it changed: the recovery point."""

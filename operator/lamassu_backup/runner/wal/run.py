@@ -1,5 +1,6 @@
-"""The WAL runners: ``runner wal-ship`` (the shipper Deployment's one process) and ``runner
-base-backup`` (one Job per base backup).
+"""The WAL runners: ``runner wal-ship`` (the shipper Deployment's one process), ``runner
+base-backup`` (one Job per base backup) and ``runner wal-drop-slot`` (the shipper's slot, once the
+shipper is gone).
 
 Both read a :class:`WalRunConfig` as the backup runner reads its :class:`RunnerConfig` (JSON in
 an environment variable, credentials in mounted Secret files) and go through the engine in
@@ -32,7 +33,7 @@ from ...clients.s3 import S3Store
 from ...components.postgres.wal.basebackup import COMPONENT, Signer, take_base_backup
 from ...components.postgres.wal.settings import STATUS_KEY, ShipperStatus, WalRunConfig
 from ...components.postgres.wal.wal_ship import WalShipper
-from ...errors import ConfigurationError, LamassuBackupError
+from ...errors import ConfigurationError, DatabaseError, LamassuBackupError
 from ...models.runner import RunnerResult, S3Settings
 from ..context import RunnerContext
 
@@ -261,5 +262,52 @@ def base_backup(cfg: WalRunConfig, ctx: RunnerContext) -> tuple[RunnerResult, in
         if keyring is not None:
             with contextlib.suppress(Exception):
                 keyring.close()
+    result.seconds = round(time.monotonic() - started, 3)
+    return result, 0 if result.ok else 1
+
+
+ACTIVE_WAIT_SECONDS = 60.0
+"""How long the slot drop waits for a process using the slot to let it go (a shipper's last
+``pg_replication_slot_advance``) before it fails, naming the process."""
+
+
+def drop_slot(
+    cfg: WalRunConfig, ctx: RunnerContext, *, wait: float = ACTIVE_WAIT_SECONDS, poll: float = 2.0
+) -> tuple[RunnerResult, int]:
+    """Drop the shipper's physical slot ``cfg.slot_name``: once the shipper is gone the slot only
+    makes the server keep WAL forever. Only a physical slot of that name is dropped, and only
+    while no process uses it; an absent slot is fine (dropped before), a logical one of that
+    name is not the shipper's and is left alone. The outcome is ``evidence.outcome``: Dropped,
+    Absent or NotPhysical; exit 1 when the server refused or the slot stayed in use."""
+    started = time.monotonic()
+    result = RunnerResult(ok=False, action="wal-drop-slot")
+    where = f"{cfg.postgres.host}:{cfg.postgres.port}"
+    try:
+        conn = ctx.pg_connection(cfg.postgres)
+        deadline = time.monotonic() + wait
+        while True:
+            info = pg.slot_info(conn, cfg.slot_name)
+            if info is None:
+                outcome = "Absent"
+                break
+            if info.slot_type != "physical":
+                outcome = "NotPhysical"
+                break
+            if not info.active and pg.drop_inactive_physical_slot(conn, cfg.slot_name):
+                outcome = "Dropped"
+                break
+            if time.monotonic() >= deadline:
+                raise DatabaseError(
+                    f"replication slot {cfg.slot_name} on {where} is still in use (process "
+                    f"{info.active_pid or '?'}) after {wait:.0f} s: something other than the "
+                    "stopped shipper streams through it; stop it, or keep the slot",
+                    reason="SlotInUse",
+                )
+            time.sleep(poll)
+        result.ok = True
+        result.evidence = {"slot": cfg.slot_name, "server": where, "outcome": outcome}
+    except LamassuBackupError as exc:
+        result.error = ctx.redactor.redact(exc.message)
+        result.reason = exc.reason
     result.seconds = round(time.monotonic() - started, 3)
     return result, 0 if result.ok else 1
