@@ -355,6 +355,25 @@ class PostgresRestore:
                 "not touched"
             ) from None
 
+    def _scratch_sink(self, target: PgTarget, source: str) -> ProcessSink | ScriptSink:
+        """pg_restore into the scratch database, or its script through psql when the runner's
+        pg_restore is newer than the live server; ``source`` names the dump in errors."""
+        if self.script_mode:
+            return ScriptSink(
+                pg.script_command(self.pg_restore),
+                pg.psql_script_command(target.scratch),
+                env=self.conn.env(target.scratch),
+                server_major=self.version // 10000,
+                label=f"pg_restore script into {target.scratch}",
+                describe_error=pg_restore_error(source),
+            )
+        return ProcessSink(
+            pg.restore_command(self.pg_restore, target.scratch),
+            env=self.conn.env(target.scratch),
+            label=f"pg_restore into {target.scratch}",
+            describe_error=pg_restore_error(source),
+        )
+
     def _load(self, target: PgTarget, artifact: ArtifactRecord) -> tuple[Path, Any]:
         """Stream one dump into the scratch database; returns a file holding the dump's TOC."""
         key = self.set_prefix + artifact.key
@@ -363,23 +382,7 @@ class PostgresRestore:
             # The dump's table of contents is kept only when it is needed: for the
             # database-level properties of a database the server does not have.
             head = HeadTap(0 if target.exists else HeadTap().limit)
-            sink: ProcessSink | ScriptSink
-            if self.script_mode:
-                sink = ScriptSink(
-                    pg.script_command(self.pg_restore),
-                    pg.psql_script_command(target.scratch),
-                    env=self.conn.env(target.scratch),
-                    server_major=self.version // 10000,
-                    label=f"pg_restore script into {target.scratch}",
-                    describe_error=pg_restore_error(f"{target.scratch} (from {artifact.key})"),
-                )
-            else:
-                sink = ProcessSink(
-                    pg.restore_command(self.pg_restore, target.scratch),
-                    env=self.conn.env(target.scratch),
-                    label=f"pg_restore into {target.scratch}",
-                    describe_error=pg_restore_error(f"{target.scratch} (from {artifact.key})"),
-                )
+            sink = self._scratch_sink(target, f"{target.scratch} (from {artifact.key})")
             stats = stream_artifact(
                 self.store,
                 key,

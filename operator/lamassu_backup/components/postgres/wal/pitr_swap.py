@@ -23,10 +23,9 @@ from ....clients.gpg import Keyring
 from ....clients.s3 import S3Store
 from ....errors import ConfigurationError, DatabaseError
 from ....models.runner import ArtifactRecord
-from ....runner.stream.fetch import FetchStats, HeadTap, ProcessSink, exit_text
+from ....runner.stream.fetch import FetchStats, HeadTap, exit_text
 from ....runner.stream.pipeline import CHUNK, StderrTail, widen_pipe
 from ..restore import RESTORING, PgTarget, PostgresRestore, plan_targets
-from ..sinks import ScriptSink, pg_restore_error
 
 
 class RecoveredServerRestore(PostgresRestore):
@@ -60,23 +59,7 @@ class RecoveredServerRestore(PostgresRestore):
         """pg_dump (recovered server) | pg_restore (scratch database on the live server)."""
         head = HeadTap(0 if target.exists else HeadTap().limit)
         source = f"{target.scratch} (from the recovered server)"
-        sink: ProcessSink | ScriptSink
-        if self.script_mode:  # a newer pg_restore than the live server (the runner image's 17)
-            sink = ScriptSink(
-                pg.script_command(self.pg_restore),
-                pg.psql_script_command(target.scratch),
-                env=self.conn.env(target.scratch),
-                server_major=self.version // 10000,
-                label=f"pg_restore script into {target.scratch}",
-                describe_error=pg_restore_error(source),
-            )
-        else:
-            sink = ProcessSink(
-                pg.restore_command(self.pg_restore, target.scratch),
-                env=self.conn.env(target.scratch),
-                label=f"pg_restore into {target.scratch}",
-                describe_error=pg_restore_error(source),
-            )
+        sink = self._scratch_sink(target, source)
         argv = pg.dump_command(
             self.pg_dump, target.database, snapshot=None, compress_level=0, schema=None
         )
